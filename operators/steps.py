@@ -1,0 +1,193 @@
+"""Pulse's Bytewax operators: small typed functions that take a stream and return one.
+
+A Pulse dataflow is these steps, top to bottom (see :mod:`pulse.flows.pipeline`):
+
+1. :func:`parse_records` — raw records → events | dead letters (per batch);
+2. :func:`track_users` — per user: dedup, event-time windows, decayed profile →
+   updates for the engine | dead letters (duplicates) | late events;
+3. :func:`recommend` — the engine shard: global models and recommendations → Redis writes.
+
+The steps hold no I/O: sources and sinks are attached by the flow.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable, List, Optional, Tuple, Union
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.operators import StatefulBatchLogic
+
+from pulse.operators.events import DeadLetter, Event, Raw
+from pulse.operators.formats import Format
+from pulse.state.engine import Engine, EngineConfig, UserUpdate
+from pulse.state.store import Write
+from pulse.state.user import UserConfig, UserState
+
+ENGINE_KEY = "engine"
+
+
+@dataclass
+class Late:
+    """An event that arrived after its windows were closed (it still counts for the
+    profile and the models; only the windows miss it)."""
+
+    event: Event
+
+
+@dataclass
+class Counters:
+    """Process-local counts for the run summary (thread-safe enough: += under the GIL
+    on ints from one worker thread per counter)."""
+
+    events_in: int = 0
+    bytes_read: int = 0
+    events_ok: int = 0
+    late: int = 0
+    dlq: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def dead(self, reason: str) -> None:
+        with self.lock:
+            self.dlq[reason] = self.dlq.get(reason, 0) + 1
+
+    @property
+    def events_dlq(self) -> int:
+        return sum(self.dlq.values())
+
+
+@dataclass
+class StepOptions:
+    """How the stateful steps behave in this run."""
+
+    user: UserConfig = field(default_factory=UserConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    #: live runs: evict a user's state after this many wall-clock seconds idle and
+    #: refresh debounced recommendations on a wall-clock timer. None for replays.
+    live_idle_s: Optional[float] = None
+    #: keep snapshots (only worth their cost when recovery is on)
+    snapshots: bool = False
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- 1. parse ---------------------------------------------------------------------------
+def parse_records(step_id: str, up: Stream[Raw], fmt: Format) -> Tuple[Stream[Event], Stream[DeadLetter]]:
+    """Parse raw records per batch; returns (events, dead letters)."""
+    parsed = op.flat_map_batch(f"{step_id}_parse", up, lambda batch: [fmt.parse(r) for r in batch])
+    split = op.branch(f"{step_id}_split", parsed, lambda x: isinstance(x, Event))
+    return split.trues, split.falses
+
+
+# -- 2. per user --------------------------------------------------------------------------
+UserOut = Union[UserUpdate, DeadLetter, Late]
+
+
+class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
+    def __init__(self, state: UserState, options: StepOptions) -> None:
+        self.state = state
+        self.options = options
+
+    def on_batch(self, values: List[Event]) -> Tuple[Iterable[UserOut], bool]:
+        out: list[UserOut] = []
+        st = self.state
+        for ev in values:
+            learned = st.learn_one(ev)
+            if learned.duplicate:
+                out.append(DeadLetter("duplicate_event", "dedup", ev.seq, ev.to_json(), "event_id",
+                                      f"event_id {ev.event_id!r} was already seen for user {ev.user_id!r}", ev.user_id))
+                continue
+            if learned.late:
+                out.append(Late(ev))
+            doc = st.profile_doc(ev.ts) if st.profile_due(ev.ts) else None
+            out.append(UserUpdate(ev.user_id, ev, learned.weight, doc, learned.closed))
+        return out, self.RETAIN
+
+    def _final(self) -> list[UserOut]:
+        st = self.state
+        closed = st.windows.close_all()
+        doc = st.profile_doc(st.profile.last_seen or 0) if st.profile_dirty else None
+        if st.user_id is None or (doc is None and not closed):
+            return []
+        return [UserUpdate(st.user_id, None, 0.0, doc, closed)]
+
+    def on_eof(self) -> Tuple[Iterable[UserOut], bool]:
+        return self._final(), self.RETAIN
+
+    def notify_at(self) -> Optional[datetime]:
+        if self.options.live_idle_s is None:
+            return None
+        return _utcnow() + timedelta(seconds=self.options.live_idle_s)
+
+    def on_notify(self) -> Tuple[Iterable[UserOut], bool]:
+        # Idle in a live run: close the windows, send the last profile, free the state.
+        return self._final(), self.DISCARD
+
+    def snapshot(self) -> Optional[UserState]:
+        return copy.deepcopy(self.state) if self.options.snapshots else None
+
+
+def track_users(step_id: str, events: Stream[Event], options: StepOptions) -> Stream[UserOut]:
+    """Key events by user and keep each user's dedup ring, windows and profile."""
+    keyed = op.key_on(f"{step_id}_key", events, lambda ev: ev.user_id)
+
+    def build(resume: Optional[UserState]) -> _UserLogic:
+        return _UserLogic(resume if resume is not None else UserState(options.user), options)
+
+    out = op.stateful_batch(f"{step_id}_state", keyed, build)
+    return op.key_rm(f"{step_id}_unkey", out)
+
+
+# -- 3. the engine ----------------------------------------------------------------------
+class _EngineLogic(StatefulBatchLogic[UserUpdate, Write, Engine]):
+    def __init__(self, engine: Engine, options: StepOptions, on_engine: Optional[Callable[[Engine], None]]) -> None:
+        self.engine = engine
+        self.options = options
+        if on_engine is not None:
+            on_engine(engine)
+
+    def on_batch(self, values: List[UserUpdate]) -> Tuple[Iterable[Write], bool]:
+        out: list[Write] = []
+        learn = self.engine.learn_one
+        for up in values:
+            out.extend(learn(up))
+        return out, self.RETAIN
+
+    def on_eof(self) -> Tuple[Iterable[Write], bool]:
+        return self.engine.flush(), self.RETAIN
+
+    def notify_at(self) -> Optional[datetime]:
+        if self.options.live_idle_s is None:
+            return None
+        return _utcnow() + timedelta(seconds=max(self.options.engine.recs_interval_s, 0.05))
+
+    def on_notify(self) -> Tuple[Iterable[Write], bool]:
+        # Live runs: event time stands still when traffic pauses, so let the wall clock
+        # release debounced recommendations that are due.
+        now_ms = int(_utcnow().timestamp() * 1000)
+        return self.engine.tick(max(self.engine.clock, now_ms)), self.RETAIN
+
+    def snapshot(self) -> Optional[Engine]:
+        return copy.deepcopy(self.engine) if self.options.snapshots else None
+
+
+def recommend(
+    step_id: str,
+    updates: Stream[UserUpdate],
+    options: StepOptions,
+    on_engine: Optional[Callable[[Engine], None]] = None,
+) -> Stream[Write]:
+    """Route every update to the engine shard and turn it into Redis writes."""
+    keyed = op.key_on(f"{step_id}_key", updates, lambda _: ENGINE_KEY)
+
+    def build(resume: Optional[Engine]) -> _EngineLogic:
+        return _EngineLogic(resume if resume is not None else Engine(options.engine), options, on_engine)
+
+    writes = op.stateful_batch(f"{step_id}_engine", keyed, build)
+    return op.flat_map(f"{step_id}_unkey", writes, lambda kv: [kv[1]])

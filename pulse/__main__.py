@@ -1,0 +1,3 @@
+from pulse.flows.cli import main
+
+main()

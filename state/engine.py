@@ -1,0 +1,378 @@
+"""The recommendation engine: the global models and what it writes to Redis.
+
+The engine is the dataflow's one shard of global state. It receives every accepted event
+(with the user step's profile document and closed windows) and holds:
+
+* :class:`~pulse.state.trending.Trending` popularity: global, per category, per segment;
+* :class:`~pulse.state.covisit.CoVisitation` item-to-item co-visitation;
+* the River models of :mod:`pulse.state.segments` and :mod:`pulse.state.anomaly`;
+* a bounded LRU of per-user recommendation state (recent items, exclusions, segment,
+  anomaly flag, when recommendations were last written).
+
+It turns all of that into :data:`~pulse.state.store.Write` values. Everything written
+is a function of event time and of the events' order, never of the wall clock, so a
+replay writes the same values every time.
+
+Recommendations are debounced per user: refreshed at most once per ``recs_interval_s``
+of event time; a user whose newer events were held back is refreshed as soon as the
+engine's clock (the largest event time it has seen) passes the due time, and at the end
+of the input. Global keys (trending, similar items, meta) are written once per
+``global_interval_s`` of event time and at the end.
+
+Example:
+
+>>> from pulse.operators.events import Event
+>>> eng = Engine(EngineConfig(recs_interval_s=0))
+>>> writes = eng.learn_one(UserUpdate("u1", Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, None, ()))
+>>> sorted(w.key for w in writes)
+['pulse:user:{u1}:recs']
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, NamedTuple, Optional, Sequence
+
+import orjson
+
+from pulse.operators.events import Event
+from pulse.operators.recommend import BlendConfig, Rec, blend
+from pulse.operators.windows import WindowAgg
+from pulse.state.anomaly import AnomalyConfig, AnomalyDetector
+from pulse.state.covisit import CoVisitation
+from pulse.state.keys import SCHEMA_VERSION, KeySchema
+from pulse.state.segments import SegmentConfig, Segmenter
+from pulse.state.store import HashSet, Put, StreamAdd, Write, ZReplace
+from pulse.state.trending import Trending
+
+
+class UserUpdate(NamedTuple):
+    """What the user step sends the engine for one user.
+
+    ``event`` is None when only the profile or windows changed (end of input, idle
+    timer); ``profile`` is the profile document when it is due; ``windows`` are the
+    user's windows that closed."""
+
+    user_id: str
+    event: Optional[Event]
+    weight: float
+    profile: Optional[dict]
+    windows: Sequence[WindowAgg]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    keys: KeySchema = field(default_factory=KeySchema)
+    blend: BlendConfig = field(default_factory=BlendConfig)
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
+    trending_half_life_s: float = 86_400.0
+    covisit_half_life_s: float = 30 * 86_400.0
+    covisit_window: int = 20
+    covisit_recency: float = 0.9
+    covisit_neighbours: int = 100
+    #: how many of the user's recent items seed co-visitation candidates
+    recs_seed_items: int = 10
+    recs_interval_s: float = 1.0
+    global_interval_s: float = 5.0
+    trending_size: int = 100
+    similar_size: int = 20
+    user_ttl_s: int = 30 * 86_400
+    max_users: int = 1_000_000
+    max_recent: int = 50
+    max_seen: int = 2_000
+
+
+class UserRecState:
+    """The engine's small per-user state (kept in a bounded LRU)."""
+
+    __slots__ = ("recent", "weights", "seen", "purchased", "categories", "profile", "segment", "traits",
+                 "anomaly", "recs_at", "recs_due", "recs_n", "last_ts")
+
+    def __init__(self) -> None:
+        self.recent: list[str] = []
+        self.weights: list[float] = []
+        self.seen: dict[str, None] = {}
+        self.purchased: dict[str, None] = {}
+        self.categories: list[tuple[str, float]] = []
+        self.profile: Optional[dict] = None
+        self.segment: Optional[str] = None
+        self.traits: list[str] = []
+        self.anomaly: dict = {"score": 0.0, "flagged": False}
+        self.recs_at: Optional[int] = None
+        self.recs_due: Optional[int] = None
+        self.recs_n = 0
+        self.last_ts = 0
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def recomm_id(user_id: str, ts: int, n: int) -> str:
+    """A fresh id for every list, yet the same on every replay."""
+    h = hashlib.blake2b(f"{user_id}\x00{ts}\x00{n}".encode(), digest_size=16).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class Engine:
+    """Global models plus per-user recommendation state; see the module docstring."""
+
+    def __init__(self, config: EngineConfig = EngineConfig()) -> None:
+        self.config = config
+        c = config
+        self.keys = c.keys
+        self.trending = Trending(c.trending_half_life_s, k=max(c.trending_size, 50))
+        self.by_category: dict[str, Trending] = {}
+        self.by_segment: dict[str, Trending] = {}
+        self.covisit = CoVisitation(c.covisit_half_life_s, c.covisit_window, c.covisit_recency, c.covisit_neighbours)
+        self.segmenter = Segmenter(c.segments)
+        self.detector = AnomalyDetector(c.anomaly)
+        self.users: OrderedDict[str, UserRecState] = OrderedDict()
+        self.item_categories: dict[str, tuple[str, ...]] = {}
+        self.clock = 0  # the largest event time seen
+        self.events = 0
+        self.events_flagged = 0
+        self._due: list[tuple[int, str]] = []  # (due time, user) for debounced recs
+        self._dirty_items: set[str] = set()
+        self._dirty_categories: set[str] = set()
+        self._global_at: Optional[int] = None
+        self._stream_last = (0, 0)
+
+    def _stream_id(self) -> str:
+        # Stream ids must grow; derive them from event time so a replay reuses them
+        # (Redis then refuses the duplicates instead of appending them twice).
+        ms, seq = self._stream_last
+        self._stream_last = (self.clock, 0) if self.clock > ms else (ms, seq + 1)
+        return f"{self._stream_last[0]}-{self._stream_last[1]}"
+
+    # -- learning ----------------------------------------------------------------
+    def user(self, user_id: str) -> UserRecState:
+        st = self.users.get(user_id)
+        if st is None:
+            st = self.users[user_id] = UserRecState()
+            if len(self.users) > self.config.max_users:
+                self.users.popitem(last=False)
+        else:
+            self.users.move_to_end(user_id)
+        return st
+
+    def learn_one(self, up: UserUpdate) -> list[Write]:
+        """Fold in one update; returns the writes it causes."""
+        writes: list[Write] = []
+        st = self.user(up.user_id)
+        ev = up.event
+        profile_changed = up.profile is not None
+        if up.profile is not None:
+            st.profile = up.profile
+            st.categories = list(up.profile.get("categories", {}).items())
+        for window in up.windows:
+            profile_changed |= self._learn_window(up.user_id, st, window, writes)
+        if ev is not None:
+            self.events += 1
+            if ev.ts > self.clock:
+                self.clock = ev.ts
+            st.last_ts = max(st.last_ts, ev.ts)
+            self._learn_event(st, ev, up.weight)
+            self._schedule_recs(up.user_id, st, ev.ts, writes)
+        if profile_changed and st.profile is not None:
+            writes.append(self._profile_write(up.user_id, st))
+        writes.extend(self.tick(self.clock))
+        return writes
+
+    def _learn_event(self, st: UserRecState, ev: Event, weight: float) -> None:
+        item = ev.item_id
+        if item is None:
+            return
+        if ev.category:
+            self.item_categories[item] = ev.category
+        if not st.anomaly["flagged"] and weight > 0:
+            # Flagged users do not feed the global models.
+            self.trending.learn_one(item, weight, ev.ts)
+            for cat in ev.category:
+                t = self.by_category.get(cat)
+                if t is None:
+                    t = self.by_category[cat] = Trending(self.config.trending_half_life_s, k=50)
+                t.learn_one(item, weight, ev.ts)
+                self._dirty_categories.add(cat)
+            if st.segment is not None:
+                t = self.by_segment.get(st.segment)
+                if t is None:
+                    t = self.by_segment[st.segment] = Trending(self.config.trending_half_life_s, k=50)
+                t.learn_one(item, weight, ev.ts)
+            self._dirty_items.update(self.covisit.learn_one(st.recent, st.weights, item, weight, ev.ts))
+        elif st.anomaly["flagged"]:
+            self.events_flagged += 1
+        if weight > 0:
+            st.recent.append(item)
+            st.weights.append(weight)
+            if len(st.recent) > self.config.max_recent:
+                del st.recent[0], st.weights[0]
+        st.seen.pop(item, None)
+        st.seen[item] = None
+        if len(st.seen) > self.config.max_seen:
+            del st.seen[next(iter(st.seen))]
+        if ev.type == "purchase":
+            st.purchased[item] = None
+            if len(st.purchased) > self.config.max_seen:
+                del st.purchased[next(iter(st.purchased))]
+
+    def _learn_window(self, user_id: str, st: UserRecState, window: WindowAgg, writes: list[Write]) -> bool:
+        changed = False
+        if window.kind == self.config.anomaly.window:
+            was = st.anomaly["flagged"]
+            verdict = self.detector.learn_one(window, st.anomaly)
+            st.anomaly = verdict
+            changed = True
+            if verdict["flagged"] and not was:
+                writes.append(
+                    StreamAdd(
+                        self.keys.anomalies,
+                        self._stream_id(),
+                        (("user_id", user_id), ("score", f"{verdict['score']:.6f}"), ("reason", verdict["reason"]),
+                         ("window_end", _iso(window.end_ms))),
+                    )
+                )
+        if window.kind == self.config.segments.window:
+            segment, traits = self.segmenter.learn_one(window, st.categories)
+            if segment != st.segment or traits != st.traits:
+                st.segment, st.traits = segment, traits
+                changed = True
+        return changed
+
+    # -- recommendations -----------------------------------------------------------
+    def candidates(self, st: UserRecState, now: int) -> dict[str, list[tuple[str, float]]]:
+        """Candidate lists per reason for one user (see :mod:`pulse.operators.recommend`)."""
+        sources: dict[str, list[tuple[str, float]]] = {"trending": self.trending.top(now, 50)}
+        if st.anomaly["flagged"]:
+            return sources
+        seeds = self.config.recs_seed_items
+        n = len(st.recent)
+        seen = set()
+        for k in range(n - 1, max(-1, n - 1 - seeds * 2), -1):
+            item = st.recent[k]
+            if item in seen:
+                continue
+            seen.add(item)
+            sim = self.covisit.similar(item, 50)
+            if sim:
+                f = st.weights[k] * 0.85 ** len(seen)
+                sources[f"co_visit:{item}"] = [(j, s * f) for j, s in sim]
+            if len(seen) >= seeds:
+                break
+        for cat, affinity in st.categories[:3]:
+            t = self.by_category.get(cat)
+            if t is not None and affinity > 0:
+                sources[f"category:{cat}"] = [(i, s * affinity) for i, s in t.top(now, 30)]
+        if st.segment is not None and st.segment in self.by_segment:
+            sources["segment"] = self.by_segment[st.segment].top(now, 30)
+        return sources
+
+    def recommend(self, user_id: str, now: Optional[int] = None) -> list[Rec]:
+        st = self.users.get(user_id) or UserRecState()
+        now = self.clock if now is None else now
+        exclude = st.seen if self.config.blend.exclude_seen else st.purchased
+        return blend(self.candidates(st, now), self.config.blend, exclude, self.item_categories)
+
+    def _schedule_recs(self, user_id: str, st: UserRecState, ts: int, writes: list[Write]) -> None:
+        interval = int(self.config.recs_interval_s * 1000)
+        if st.recs_at is None or ts - st.recs_at >= interval:
+            writes.append(self._recs_write(user_id, st, ts))
+        elif st.recs_due is None:
+            st.recs_due = st.recs_at + interval
+            self._due.append((st.recs_due, user_id))
+
+    def _recs_write(self, user_id: str, st: UserRecState, now: int) -> Put:
+        st.recs_at = now
+        st.recs_due = None
+        st.recs_n += 1
+        recs = self.recommend(user_id, now)
+        doc = {
+            "user_id": user_id,
+            "recomm_id": recomm_id(user_id, now, st.recs_n),
+            "generated_at": _iso(now),
+            "segment": st.segment,
+            "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in recs],
+        }
+        return Put(self.keys.recs(user_id), orjson.dumps(doc), self.config.user_ttl_s)
+
+    def _profile_write(self, user_id: str, st: UserRecState) -> Put:
+        doc = {
+            "user_id": user_id,
+            **(st.profile or {}),
+            "segment": st.segment,
+            "segment_traits": st.traits,
+            "anomaly": st.anomaly,
+        }
+        return Put(self.keys.profile(user_id), orjson.dumps(doc), self.config.user_ttl_s)
+
+    # -- time ----------------------------------------------------------------------
+    def tick(self, now: int) -> list[Write]:
+        """Writes that became due as event time reached ``now``."""
+        writes: list[Write] = []
+        if self._due and self._due[0][0] <= now:
+            due, keep = [], []
+            for d, u in self._due:
+                (due if d <= now else keep).append((d, u))
+            self._due = keep
+            for _, u in due:
+                st = self.users.get(u)
+                if st is not None and st.recs_due is not None:
+                    writes.append(self._recs_write(u, st, st.recs_due))
+        interval = self.config.global_interval_s * 1000
+        if self._global_at is None or now - self._global_at >= interval:
+            writes.extend(self.global_writes(now))
+        return writes
+
+    def flush(self) -> list[Write]:
+        """Everything still pending (end of input)."""
+        writes: list[Write] = []
+        for _, u in self._due:
+            st = self.users.get(u)
+            if st is not None and st.recs_due is not None:
+                writes.append(self._recs_write(u, st, max(st.last_ts, st.recs_at or 0)))
+        self._due = []
+        writes.extend(self.global_writes(self.clock))
+        return writes
+
+    def global_writes(self, now: int) -> list[Write]:
+        self._global_at = now
+        keys = self.keys
+        writes: list[Write] = [
+            ZReplace(keys.trending, tuple((i, round(s, 6)) for i, s in self.trending.top(now, self.config.trending_size))),
+        ]
+        for cat in sorted(self._dirty_categories):
+            writes.append(ZReplace(keys.category_trending(cat), tuple((i, round(s, 6)) for i, s in self.by_category[cat].top(now, 50))))
+        for item in sorted(self._dirty_items):
+            sim = self.covisit.similar(item, self.config.similar_size)
+            top = sim[0][1] if sim else 1.0
+            doc = [{"item_id": j, "score": round(s / top, 6)} for j, s in sim]
+            writes.append(Put(keys.similar(item), orjson.dumps(doc)))
+        self._dirty_items.clear()
+        self._dirty_categories.clear()
+        writes.append(Put(keys.segments, orjson.dumps(self.segmenter.summary())))
+        writes.append(
+            HashSet(
+                keys.meta,
+                (
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("events_processed", str(self.events)),
+                    ("last_event_time", _iso(self.clock) if self.clock else ""),
+                    ("last_event_ms", str(self.clock)),
+                    ("users", str(len(self.users))),
+                    ("items", str(len(self.trending))),
+                    ("anomalies_flagged", str(self.detector.flags)),
+                ),
+            )
+        )
+        return writes
+
+
+def learn_many(engine: Engine, updates: Iterable[UserUpdate]) -> list[Write]:
+    out: list[Write] = []
+    for up in updates:
+        out.extend(engine.learn_one(up))
+    return out

@@ -1,0 +1,195 @@
+"""Decay-weighted user profiles.
+
+Each event adds ``action weight × dwell factor`` to the user's affinity for its item and
+its categories, and every affinity decays in event time: a weight ``w`` that arrived
+``age`` milliseconds ago counts ``w · e^(−λ·age)`` with ``λ = ln 2 / half_life``. Scores
+are stored as (value, as-of time) pairs and decayed lazily, so an update is O(1).
+
+Dwell is implicit feedback: a dwell longer than ``long_dwell_ms`` boosts the item (up to
+×2), one shorter than ``quick_exit_ms`` (a bounce) turns the weight slightly negative.
+
+State is bounded: at most ``max_categories`` category and ``max_items`` item affinities
+(the weakest are dropped), a capped list of recent items and of purchased items.
+
+Example:
+
+>>> from pulse.operators.events import Event
+>>> p = UserProfile(half_life_s=3600)
+>>> p.learn_one(Event(user_id="u", type="purchase", ts=0, item_id="a", category="shoes"))
+>>> p.learn_one(Event(user_id="u", type="view", ts=3_600_000, item_id="b", category="hats"))
+>>> round(p.category_scores(3_600_000)["shoes"], 2)   # 5, one half-life ago
+2.5
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from pulse.operators.events import Event
+
+#: Default action weights per event type (``rate`` is scaled by the rating, see below).
+DEFAULT_ACTION_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "scroll": 0.5,
+    "dwell": 1.0,
+    "search": 0.5,
+    "bookmark": 3.0,
+    "share": 3.0,
+    "add_to_cart": 4.0,
+    "purchase": 5.0,
+    "remove_from_cart": -2.0,
+    "rate": 1.0,
+}
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    half_life_s: float = 7 * 24 * 3600
+    action_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_ACTION_WEIGHTS))
+    long_dwell_ms: int = 30_000
+    quick_exit_ms: int = 3_000
+    max_categories: int = 32
+    max_items: int = 200
+    max_recent: int = 50
+    max_seen: int = 2_000
+    max_purchased: int = 200
+
+    @property
+    def decay_per_ms(self) -> float:
+        return math.log(2) / (self.half_life_s * 1000)
+
+
+def event_weight(ev: Event, config: ProfileConfig) -> float:
+    """The implicit-feedback weight of one event: action weight × dwell factor.
+
+    A ``rate`` event's weight grows with its rating: ``rating / 2.5`` (a 5-star rating
+    counts twice a 2.5-star one)."""
+    w = config.action_weights.get(ev.type, 1.0)
+    if ev.type == "rate" and ev.rating is not None:
+        w *= ev.rating / 2.5
+    if ev.dwell_ms is not None and w > 0:
+        if ev.dwell_ms >= config.long_dwell_ms:
+            w *= min(2.0, 1.0 + ev.dwell_ms / (4 * config.long_dwell_ms))
+        elif ev.dwell_ms < config.quick_exit_ms:
+            w = -0.25 * w
+    return w
+
+
+class DecayedScores:
+    """A bounded map key → score decaying in event time (lazy, per key)."""
+
+    __slots__ = ("cap", "decay", "values")
+
+    def __init__(self, cap: int, decay_per_ms: float) -> None:
+        self.cap = cap
+        self.decay = decay_per_ms
+        self.values: dict[str, tuple[float, int]] = {}
+
+    def add(self, key: str, weight: float, ts: int) -> None:
+        old = self.values.get(key)
+        if old is None:
+            value = weight
+        else:
+            score, at = old
+            if ts >= at:
+                value = score * math.exp(-self.decay * (ts - at)) + weight
+            else:  # an out-of-order event: decay its weight to the stored time instead
+                value = score + weight * math.exp(-self.decay * (at - ts))
+                ts = at
+        self.values[key] = (value, ts)
+        if len(self.values) > self.cap:
+            self._prune(ts)
+
+    def at(self, now: int) -> dict[str, float]:
+        """All scores as of event time ``now``, strongest first."""
+        d = self.decay
+        scored = {k: s * math.exp(-d * max(0, now - at)) for k, (s, at) in self.values.items()}
+        return dict(sorted(scored.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def _prune(self, now: int) -> None:
+        keep = list(self.at(now).items())[: self.cap]
+        self.values = {k: (s, now) for k, s in keep}
+
+
+class UserProfile:
+    """A user's decay-weighted affinities, counts and recent activity."""
+
+    def __init__(self, config: ProfileConfig = ProfileConfig(), half_life_s: Optional[float] = None) -> None:
+        if half_life_s is not None:
+            config = ProfileConfig(**{**config.__dict__, "half_life_s": half_life_s})
+        self.config = config
+        decay = config.decay_per_ms
+        self.categories = DecayedScores(config.max_categories, decay)
+        self.items = DecayedScores(config.max_items, decay)
+        self.activity = DecayedScores(1, decay)  # one key: decayed engagement
+        self.counts: dict[str, int] = {}
+        self.first_seen: Optional[int] = None
+        self.last_seen: Optional[int] = None
+        self.recent: list[tuple[str, int, float]] = []  # (item, ts, weight), newest last
+        self.seen: dict[str, None] = {}  # insertion-ordered set of items interacted with
+        self.purchased: dict[str, None] = {}
+        self.dwell_total_ms = 0
+        self.dwell_n = 0
+
+    def learn_one(self, ev: Event) -> float:
+        """Fold one event in; returns its weight."""
+        cfg = self.config
+        w = event_weight(ev, cfg)
+        ts = ev.ts
+        self.counts[ev.type] = self.counts.get(ev.type, 0) + 1
+        self.first_seen = ts if self.first_seen is None else min(self.first_seen, ts)
+        self.last_seen = ts if self.last_seen is None else max(self.last_seen, ts)
+        self.activity.add("e", abs(w), ts)
+        if ev.dwell_ms is not None:
+            self.dwell_total_ms += ev.dwell_ms
+            self.dwell_n += 1
+        for c in ev.category:
+            self.categories.add(c, w, ts)
+        item = ev.item_id
+        if item is not None:
+            self.items.add(item, w, ts)
+            if w > 0:
+                self.recent.append((item, ts, w))
+                if len(self.recent) > cfg.max_recent:
+                    del self.recent[0]
+            self.seen.pop(item, None)
+            self.seen[item] = None
+            if len(self.seen) > cfg.max_seen:
+                del self.seen[next(iter(self.seen))]
+            if ev.type == "purchase":
+                self.purchased[item] = None
+                if len(self.purchased) > cfg.max_purchased:
+                    del self.purchased[next(iter(self.purchased))]
+        return w
+
+    # -- views -----------------------------------------------------------------------
+    def category_scores(self, now: int) -> dict[str, float]:
+        return self.categories.at(now)
+
+    def scores(self, now: int, frequency_scale: float = 50.0, recency_scale_s: float = 7 * 24 * 3600) -> dict:
+        """Recency, frequency and engagement, each normalized to [0, 1]."""
+        total = sum(self.counts.values())
+        age_s = max(0, now - (self.last_seen or now)) / 1000
+        recency = math.exp(-age_s / recency_scale_s)
+        frequency = 1 - math.exp(-total / frequency_scale)
+        activity = self.activity.at(now).get("e", 0.0)
+        engagement = 1 - math.exp(-activity / frequency_scale)
+        return {"recency": round(recency, 6), "frequency": round(frequency, 6), "engagement": round(engagement, 6)}
+
+    def to_doc(self, now: int, top: int = 10) -> dict:
+        """The profile document a frontend reads (without segment and anomaly)."""
+        cats = self.category_scores(now)
+        items = self.items.at(now)
+        return {
+            "counts": dict(sorted(self.counts.items())),
+            "events": sum(self.counts.values()),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            **self.scores(now),
+            "dwell_mean_ms": round(self.dwell_total_ms / self.dwell_n, 3) if self.dwell_n else None,
+            "categories": {k: round(v, 6) for k, v in list(cats.items())[:top]},
+            "items": {k: round(v, 6) for k, v in list(items.items())[:top]},
+        }

@@ -1,0 +1,245 @@
+"""The Redis store: coalesced, pipelined, idempotent writes of whole values.
+
+The dataflow emits :data:`Write` values (whole JSON documents, whole sorted sets, whole
+hashes). The store keeps only the newest write per key until the next flush, then sends
+them in one pipeline, so a user who clicks 50 times within a flush interval costs one
+``SET``. Every write replaces a whole value, so replaying the same output twice (Bytewax
+output is at-least-once) leaves the same contents.
+
+A background thread flushes every ``flush_interval_s``; while Redis is unreachable it
+retries with exponential backoff and logs each failure, and :meth:`RedisStore.add` blocks
+once ``max_pending`` keys are waiting (backpressure rather than unbounded memory). Writes
+that failed are merged back under any newer ones, so nothing is lost and nothing older
+overwrites something newer.
+
+Example (needs a running Redis)::
+
+    store = RedisStore("redis://127.0.0.1:6379/0")
+    store.add([Put("pulse:user:{1}:recs", b'{"items": []}', ttl_s=3600)])
+    store.close()  # final flush
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple, Optional, Sequence, Union
+
+import redis
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+log = logging.getLogger("pulse.store")
+
+
+class Put(NamedTuple):
+    """SET a whole string value (JSON), with a TTL in seconds (0 = none)."""
+
+    key: str
+    value: bytes
+    ttl_s: int = 0
+
+
+class ZReplace(NamedTuple):
+    """Replace a whole sorted set with ``members`` (pairs of member, score)."""
+
+    key: str
+    members: tuple[tuple[str, float], ...]
+
+
+class HashSet(NamedTuple):
+    """Replace the listed fields of a hash."""
+
+    key: str
+    fields: tuple[tuple[str, str], ...]
+
+
+class StreamAdd(NamedTuple):
+    """XADD with an explicit id derived from event time, so a replayed entry is
+    refused by Redis instead of duplicated. The stream is capped at ``maxlen``."""
+
+    key: str
+    entry_id: str
+    fields: tuple[tuple[str, str], ...]
+    maxlen: int = 10_000
+
+
+class Delete(NamedTuple):
+    key: str
+
+
+Write = Union[Put, ZReplace, HashSet, StreamAdd, Delete]
+
+_STALE_STREAM_ID = "equal or smaller than the target stream top item"
+
+
+@dataclass
+class StoreStats:
+    keys_written: int = 0
+    flushes: int = 0
+    failures: int = 0
+    user_ids: set = field(default_factory=set)
+
+
+class RedisStore:
+    """Coalescing, pipelined writer of :data:`Write` values to one Redis database.
+
+    :arg url: ``redis://host:port/db``.
+    :arg flush_interval_s: how long writes may wait to be coalesced.
+    :arg max_pending: keys waiting before :meth:`add` blocks.
+    :arg retry_max_s: the longest pause between retries while Redis is down.
+    :arg track_users: remember user ids of profile writes (for run summaries).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        flush_interval_s: float = 0.05,
+        max_pending: int = 200_000,
+        retry_max_s: float = 5.0,
+        track_users: bool = True,
+    ) -> None:
+        self.url = url
+        self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+        self.flush_interval_s = flush_interval_s
+        self.max_pending = max_pending
+        self.retry_max_s = retry_max_s
+        self.track_users = track_users
+        self.stats = StoreStats()
+        self._pending: dict[str, Write] = {}
+        self._streams: list[StreamAdd] = []
+        self._lock = threading.Condition()
+        self._flush_lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="pulse-redis-flush", daemon=True)
+        self._thread.start()
+
+    # -- public API -------------------------------------------------------------
+    def add(self, writes: Iterable[Write]) -> None:
+        """Queue writes; the newest write per key wins. Blocks while too many wait."""
+        with self._lock:
+            while len(self._pending) >= self.max_pending and not self._closed:
+                self._lock.wait(0.1)
+            for w in writes:
+                if type(w) is StreamAdd:
+                    self._streams.append(w)
+                else:
+                    self._pending[w.key] = w
+
+    def flush(self) -> None:
+        """Send everything pending now; retries until Redis takes it."""
+        with self._flush_lock:
+            delay = 0.1
+            while True:
+                with self._lock:
+                    batch, streams = self._pending, self._streams
+                    self._pending, self._streams = {}, []
+                if not batch and not streams:
+                    return
+                try:
+                    self._send(batch, streams)
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
+                    self.stats.failures += 1
+                    with self._lock:
+                        # Newer writes queued meanwhile win over the failed older ones.
+                        batch.update(self._pending)
+                        self._pending = batch
+                        self._streams = streams + self._streams
+                    log.warning("Redis at %s unavailable (%s); %d keys waiting, retrying in %.1fs", self.url, err, len(batch), delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, self.retry_max_s)
+                    continue
+                with self._lock:
+                    self._lock.notify_all()
+                if delay > 0.1:
+                    log.warning("Redis at %s is back; flushed %d keys", self.url, len(batch))
+                    delay = 0.1
+
+    def close(self) -> None:
+        """Stop the background flusher and flush what is left."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        self._thread.join(timeout=60)
+        self.flush()
+        self.client.close()
+
+    # -- internals --------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                self._lock.wait(self.flush_interval_s)
+            try:
+                self.flush()
+            except Exception:  # pragma: no cover - logged, the next tick retries
+                log.exception("flushing to Redis failed")
+
+    def _send(self, batch: dict[str, Write], streams: Sequence[StreamAdd]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for w in batch.values():
+            kind = type(w)
+            if kind is Put:
+                pipe.set(w.key, w.value, ex=w.ttl_s or None)
+            elif kind is ZReplace:
+                pipe.delete(w.key)
+                if w.members:
+                    pipe.zadd(w.key, dict(w.members))
+            elif kind is HashSet:
+                pipe.hset(w.key, mapping=dict(w.fields))
+            elif kind is Delete:
+                pipe.delete(w.key)
+        for s in streams:
+            pipe.xadd(s.key, dict(s.fields), id=s.entry_id, maxlen=s.maxlen, approximate=True)
+        results = pipe.execute(raise_on_error=False)
+        for r in results:
+            if isinstance(r, redis.ResponseError) and _STALE_STREAM_ID not in str(r):
+                raise r
+            if isinstance(r, (redis.ConnectionError, redis.TimeoutError)):
+                raise r
+        self.stats.flushes += 1
+        self.stats.keys_written += len(batch) + len(streams)
+        if self.track_users:
+            for key, w in batch.items():
+                if type(w) is Put and key.endswith("}:profile"):
+                    self.stats.user_ids.add(key[key.index("{") + 1 : -len("}:profile")])
+
+
+class _StorePartition(StatelessSinkPartition[Write]):
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+
+    def write_batch(self, items: list[Write]) -> None:
+        self.store.add(items)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class RedisSink(DynamicSink[Write]):
+    """A Bytewax sink writing :data:`Write` values through one :class:`RedisStore`
+    per worker. ``on_store`` is told of each store built (run summaries read its stats)."""
+
+    def __init__(self, url: str, flush_interval_s: float = 0.05, on_store=None) -> None:
+        self.url = url
+        self.flush_interval_s = flush_interval_s
+        self.on_store = on_store
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
+        store = RedisStore(self.url, flush_interval_s=self.flush_interval_s)
+        if self.on_store is not None:
+            self.on_store(store)
+        return _StorePartition(store)
+
+
+def ping(url: str, timeout_s: float = 3.0) -> Optional[str]:
+    """None when Redis at ``url`` answers, else a sentence saying what went wrong."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+        client.ping()
+        client.close()
+        return None
+    except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError) as err:
+        return f"cannot reach Redis at {url}: {err}"
