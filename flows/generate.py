@@ -81,7 +81,7 @@ def _malformed(kind: str, good: dict, rng: random.Random) -> bytes:
     if kind == "missing_field":
         del ev[rng.choice(["user_id", "type", "ts"])]
     elif kind == "invalid_type":
-        field, value = rng.choice([("user_id", 12.5), ("ts", "yesterday"), ("dwell_ms", "long"), ("user_id", ["a"]), ("scroll_pct", {"x": 1})])
+        field, value = rng.choice([("user_id", 12.5), ("ts", True), ("dwell_ms", "long"), ("user_id", ["a"]), ("scroll_pct", {"x": 1})])
         ev[field] = value
     elif kind == "unknown_event_type":
         ev["type"] = rng.choice(["hover", "VIEW", "teleport", ""])
@@ -205,7 +205,9 @@ def generate(
     bad_counts: dict[str, int] = {}
     if malformed > 0:
         n_bad = int(round(len(lines) * malformed))
-        after = sorted(rng.sample(range(len(lines)), min(n_bad, len(lines))))
+        # Corrupt only human lines: a crawler's line is dead-lettered for its agent first.
+        human = [k for k, line in enumerate(lines) if CRAWLER_AGENT.encode() not in line]
+        after = sorted(rng.sample(human, min(n_bad, len(human))))
         bad_after: dict[int, bytes] = {}
         for k, pos in enumerate(after):
             kind = MALFORMED_KINDS[k % len(MALFORMED_KINDS)]

@@ -12,7 +12,7 @@ Replays and live runs share every step; only the source and the DLQ sink differ.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -46,14 +46,17 @@ def build_flow(
     handles: RunHandles,
     late_sink: Optional[DynamicSink] = None,
     flush_interval_s: float = 0.05,
-    count_input: Optional[Callable[[list], None]] = None,
+    to_raw: Optional[Callable[[Any], Raw]] = None,
 ) -> Dataflow:
-    """Build the dataflow: ``source`` → parse → per-user state → engine → Redis."""
+    """Build the dataflow: ``source`` → parse → per-user state → engine → Redis.
+
+    ``to_raw`` adapts a source whose items are not :class:`Raw` records (a Kafka
+    message, say); the records then go through exactly the same steps as a replay."""
     counters = handles.counters
     flow = Dataflow(name)
     raw = op.input("input", flow, source)
-    if count_input is not None:
-        raw = op.flat_map_batch("count_in", raw, _counting(count_input))
+    if to_raw is not None:
+        raw = op.map("to_raw", raw, to_raw)
     events, dead = parse_records("parse", raw, fmt)
     users = track_users("users", events, options)
     split = op.branch("user_out", users, lambda x: isinstance(x, UserUpdate))
@@ -79,14 +82,6 @@ def build_flow(
 
 def _bump_late(counters: Counters) -> None:
     counters.late += 1
-
-
-def _counting(count: Callable[[list], None]) -> Callable[[list], list]:
-    def f(batch: list) -> list:
-        count(batch)
-        return batch
-
-    return f
 
 
 def encode_dead_letter(d: DeadLetter) -> bytes:

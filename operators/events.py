@@ -204,6 +204,10 @@ def _dead(raw: Raw, reason: str, field_name: Optional[str] = None, detail: str =
     return DeadLetter(reason, raw.source, raw.position, raw.payload, field_name, detail)
 
 
+def _wrong_type(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, (str, int, float))
+
+
 def _from_validation_error(raw: Raw, err: ValidationError) -> DeadLetter:
     first = err.errors(include_url=False)[0]
     name = ".".join(str(p) for p in first["loc"]) or None
@@ -213,7 +217,7 @@ def _from_validation_error(raw: Raw, err: ValidationError) -> DeadLetter:
         return _dead(raw, "missing_field", name, f"required field '{name}' is missing")
     if name == "type" and kind == "literal_error":
         return _dead(raw, "unknown_event_type", name, f"type must be one of {', '.join(EVENT_TYPES)}")
-    if kind in _TYPE_ERRORS:
+    if kind in _TYPE_ERRORS or (kind == "value_error" and _wrong_type(first.get("input"))):
         return _dead(raw, "invalid_type", name, f"{name}: {msg}")
     return _dead(raw, "invalid_value", name, f"{name}: {msg}")
 

@@ -149,6 +149,7 @@ class _EngineLogic(StatefulBatchLogic[UserUpdate, Write, Engine]):
     def __init__(self, engine: Engine, options: StepOptions, on_engine: Optional[Callable[[Engine], None]]) -> None:
         self.engine = engine
         self.options = options
+        self._global_wall = 0
         if on_engine is not None:
             on_engine(engine)
 
@@ -171,7 +172,12 @@ class _EngineLogic(StatefulBatchLogic[UserUpdate, Write, Engine]):
         # Live runs: event time stands still when traffic pauses, so let the wall clock
         # release debounced recommendations that are due.
         now_ms = int(_utcnow().timestamp() * 1000)
-        return self.engine.tick(max(self.engine.clock, now_ms)), self.RETAIN
+        eng = self.engine
+        writes = eng.tick(max(eng.clock, now_ms))
+        if eng._global_at is not None and eng.events > eng._global_events and now_ms - self._global_wall >= eng.config.global_interval_s * 1000:
+            writes.extend(eng.global_writes(eng.clock))
+            self._global_wall = now_ms
+        return writes, self.RETAIN
 
     def snapshot(self) -> Optional[Engine]:
         return copy.deepcopy(self.engine) if self.options.snapshots else None

@@ -19,7 +19,7 @@ Example:
 >>> w = UserWindows(tumbling_s=(60,), session_gap_s=1800, allowed_lateness_s=0)
 >>> e = lambda t, kind="view": Event(user_id="u", type=kind, ts=t * 1000, item_id="i")
 >>> w.learn_one(e(10)), w.learn_one(e(20, "click"))
-([], [])
+(([], []), ([], []))
 >>> closed = w.learn_one(e(70))[0]   # the watermark passed 60 s: [0, 60) closes
 >>> closed[0].kind, closed[0].events, closed[0].ctr
 ('tumbling:60', 2, 1.0)

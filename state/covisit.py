@@ -15,8 +15,9 @@ neighbour.
 Example:
 
 >>> cv = CoVisitation(half_life_s=3600, window=5)
->>> cv.learn_one(["a"], [1.0], "b", 1.0, ts=0)
->>> cv.learn_one(["c"], [1.0], "b", 1.0, ts=0)
+>>> cv.learn_one(["a"], [1.0], "b", 1.0, ts=0)   # items whose neighbours changed
+['b', 'a']
+>>> _ = cv.learn_one(["c"], [1.0], "b", 1.0, ts=0)
 >>> [i for i, _ in cv.similar("b")]
 ['a', 'c']
 """

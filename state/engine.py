@@ -17,7 +17,7 @@ Recommendations are debounced per user: refreshed at most once per ``recs_interv
 of event time; a user whose newer events were held back is refreshed as soon as the
 engine's clock (the largest event time it has seen) passes the due time, and at the end
 of the input. Global keys (trending, similar items, meta) are written once per
-``global_interval_s`` of event time and at the end.
+``global_interval_s`` of event time (and ``global_min_events`` events), and at the end.
 
 Example:
 
@@ -25,12 +25,13 @@ Example:
 >>> eng = Engine(EngineConfig(recs_interval_s=0))
 >>> writes = eng.learn_one(UserUpdate("u1", Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, None, ()))
 >>> sorted(w.key for w in writes)
-['pulse:user:{u1}:recs']
+['pulse:item:{a}:similar', 'pulse:meta', 'pulse:segments', 'pulse:trending', 'pulse:user:{u1}:recs']
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -78,6 +79,10 @@ class EngineConfig:
     recs_seed_items: int = 10
     recs_interval_s: float = 1.0
     global_interval_s: float = 5.0
+    #: ... and only after this many events, so a fast replay of days of event time
+    #: does not rewrite the global keys every few events (live runs also write them
+    #: on a wall-clock timer)
+    global_min_events: int = 2_000
     trending_size: int = 100
     similar_size: int = 20
     user_ttl_s: int = 30 * 86_400
@@ -140,6 +145,7 @@ class Engine:
         self._dirty_items: set[str] = set()
         self._dirty_categories: set[str] = set()
         self._global_at: Optional[int] = None
+        self._global_events = 0
         self._stream_last = (0, 0)
 
     def _stream_id(self) -> str:
@@ -283,7 +289,7 @@ class Engine:
             writes.append(self._recs_write(user_id, st, ts))
         elif st.recs_due is None:
             st.recs_due = st.recs_at + interval
-            self._due.append((st.recs_due, user_id))
+            heapq.heappush(self._due, (st.recs_due, user_id))
 
     def _recs_write(self, user_id: str, st: UserRecState, now: int) -> Put:
         st.recs_at = now
@@ -313,24 +319,23 @@ class Engine:
     def tick(self, now: int) -> list[Write]:
         """Writes that became due as event time reached ``now``."""
         writes: list[Write] = []
-        if self._due and self._due[0][0] <= now:
-            due, keep = [], []
-            for d, u in self._due:
-                (due if d <= now else keep).append((d, u))
-            self._due = keep
-            for _, u in due:
-                st = self.users.get(u)
-                if st is not None and st.recs_due is not None:
-                    writes.append(self._recs_write(u, st, st.recs_due))
-        interval = self.config.global_interval_s * 1000
-        if self._global_at is None or now - self._global_at >= interval:
+        due = self._due
+        while due and due[0][0] <= now:
+            _, u = heapq.heappop(due)
+            st = self.users.get(u)
+            if st is not None and st.recs_due is not None:
+                writes.append(self._recs_write(u, st, st.recs_due))
+        if self._global_at is None or (
+            now - self._global_at >= self.config.global_interval_s * 1000
+            and self.events - self._global_events >= self.config.global_min_events
+        ):
             writes.extend(self.global_writes(now))
         return writes
 
     def flush(self) -> list[Write]:
         """Everything still pending (end of input)."""
         writes: list[Write] = []
-        for _, u in self._due:
+        for _, u in sorted(self._due):
             st = self.users.get(u)
             if st is not None and st.recs_due is not None:
                 writes.append(self._recs_write(u, st, max(st.last_ts, st.recs_at or 0)))
@@ -340,6 +345,7 @@ class Engine:
 
     def global_writes(self, now: int) -> list[Write]:
         self._global_at = now
+        self._global_events = self.events
         keys = self.keys
         writes: list[Write] = [
             ZReplace(keys.trending, tuple((i, round(s, 6)) for i, s in self.trending.top(now, self.config.trending_size))),

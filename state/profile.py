@@ -16,7 +16,9 @@ Example:
 >>> from pulse.operators.events import Event
 >>> p = UserProfile(half_life_s=3600)
 >>> p.learn_one(Event(user_id="u", type="purchase", ts=0, item_id="a", category="shoes"))
+5.0
 >>> p.learn_one(Event(user_id="u", type="view", ts=3_600_000, item_id="b", category="hats"))
+1.0
 >>> round(p.category_scores(3_600_000)["shoes"], 2)   # 5, one half-life ago
 2.5
 """

@@ -16,7 +16,7 @@ Example:
 >>> for item, ts in [("a", 0), ("b", 0), ("b", 1000), ("c", 60_000)]:
 ...     t.learn_one(item, 1.0, ts)
 >>> [(i, round(s, 2)) for i, s in t.top(60_000)]
-[('b', 1.0), ('c', 1.0)]
+[('b', 1.01), ('c', 1.0)]
 """
 
 from __future__ import annotations

@@ -1,0 +1,103 @@
+"""Real services for the tests: a Debian redis-server on a free loopback port (and the
+Kafka broker of scripts/kafka_local.py, in fixtures_kafka). No fakes, no mocks."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+pytest_plugins = ["fixtures_kafka"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server process on loopback that tests may stop and start again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            raise RuntimeError("redis-server is not installed: run .ci/run, or `apt-get install redis-server`")
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--databases", "64"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+_next_db = itertools.cycle(range(1, 64))
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """A URL of an empty database of the session's redis-server."""
+    url = redis_server.url(next(_next_db))
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def dump_redis(url: str) -> dict:
+    """Every key with its type and value (TTLs left out), for comparing runs."""
+    client = redis.Redis.from_url(url)
+    out = {}
+    for key in sorted(client.scan_iter(count=1000)):
+        kind = client.type(key).decode()
+        if kind == "string":
+            value = client.get(key)
+        elif kind == "zset":
+            value = client.zrange(key, 0, -1, withscores=True)
+        elif kind == "hash":
+            value = sorted(client.hgetall(key).items())
+        elif kind == "stream":
+            value = client.xrange(key)
+        else:
+            value = kind
+        out[key.decode()] = (kind, value)
+    return out
