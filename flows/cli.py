@@ -199,6 +199,126 @@ def demo(
             server.stop()
 
 
+@app.command()
+def evaluate(
+    path: Path = typer.Argument(..., help="A recorded log (file or directory)."),
+    format: str = FormatOpt,
+    k: int = typer.Option(10, "--k", help="List length (HR@K, NDCG@K).", min=1),
+    seed: int = typer.Option(0, help="Seed of the random baseline."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N events (in time order)."),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Prequential evaluation: for each event, is its item in the user's top-K before
+    learning from it? Pulse's own operators against random and popularity baselines."""
+    from pulse.flows.evaluate import evaluate as run_evaluate
+    from pulse.flows.replay import UsageError
+    from pulse.flows.sources import LogNotFound
+
+    settings = _settings(config, None, None)
+    progress = Progress(TextColumn("[bold]evaluate"), BarColumn(), TextColumn("{task.completed}/{task.total} events"),
+                        TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal)
+    task = progress.add_task("evaluate", total=None)
+    try:
+        with progress:
+            report = run_evaluate(path, format, settings, k=k, seed=seed, limit=limit,
+                                  on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    except (UsageError, LogNotFound) as e:
+        _fail(str(e))
+    names = ("pulse", "random", "popularity", "decayed_popularity")
+    for name in names:
+        r = report[name]
+        split = "  ".join(f"{b}: {v['hr']}" for b, v in r["by_prior_events"].items())
+        err.print(f"{name:<20} HR@{k} {r['hr']}  NDCG@{k} {r['ndcg']}   by prior events {split}")
+    _print_summary(report)
+
+
+BrokersOpt = typer.Option(..., "--brokers", "-b", help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].")
+TopicOpt = typer.Option("events", "--topic", "-t", help="Kafka topic of events.")
+ConnectOpt = typer.Option(10.0, "--connect-timeout", help="Seconds to keep retrying an unreachable broker before giving up.", min=0.5)
+
+
+def _live_errors():
+    from pulse.flows.replay import UsageError
+    from pulse.flows.sources import LogNotFound
+
+    return (UsageError, LogNotFound)
+
+
+@app.command("run")
+def run_cmd(
+    brokers: str = BrokersOpt,
+    topic: str = TopicOpt,
+    dlq_topic: Optional[str] = typer.Option(None, "--dlq-topic", help="Send dead letters here (original payload; reason in pulse-* headers); without it they are only counted."),
+    redis: Optional[str] = RedisOpt,
+    recovery: Optional[Path] = typer.Option(None, "--recovery", help="Directory of Bytewax recovery snapshots (created and initialised if new); a restart resumes from it.", file_okay=False),
+    max_events: Optional[int] = typer.Option(None, "--max-events", help="Stop after this many records (tests, benchmarks).", min=1),
+    idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="Stop after this many seconds without a new record (tests, benchmarks).", min=0.1),
+    format: str = FormatOpt,
+    group: str = typer.Option("pulse", "--group", help="Consumer group the position is committed to, for monitoring lag only (resuming uses --recovery)."),
+    connect_timeout: float = ConnectOpt,
+    prefix: Optional[str] = PrefixOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Run the dataflow on a Kafka topic into Redis, until Ctrl-C / SIGTERM (which
+    finish gracefully), --max-events or --idle-exit."""
+    from pulse.flows.live import run_live
+
+    settings = _settings(config, redis, prefix)
+    if not settings.redis_url:
+        _fail("no Redis given: pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL")
+    try:
+        result = run_live(brokers, topic, settings, settings.redis_url, dlq_topic, str(recovery) if recovery else None,
+                          max_events, idle_exit, fmt_name=format, group_id=group, connect_timeout_s=connect_timeout)
+    except _live_errors() as e:
+        _fail(str(e))
+    _print_summary(result)
+    if result.get("dlq_failed"):
+        err.print(f"[bold red]error:[/] {result['dlq_failed']} dead letters were not delivered to {dlq_topic}")
+        raise typer.Exit(1)
+
+
+@app.command("produce")
+def produce_cmd(
+    path: Path = typer.Argument(..., help="A recorded log: a JSONL file (optionally .gz) or a directory of them."),
+    brokers: str = BrokersOpt,
+    topic: str = TopicOpt,
+    rate: Optional[float] = typer.Option(None, "--rate", help="Events per second (steady, token bucket); as fast as possible without it.", min=0.001),
+    format: str = FormatOpt,
+    connect_timeout: float = ConnectOpt,
+) -> None:
+    """Push a recorded log into a Kafka topic, keyed by user id, with delivery confirmed."""
+    from pulse.flows.live import produce
+
+    try:
+        result = produce(path, format, brokers, topic, rate, connect_timeout_s=connect_timeout)
+    except _live_errors() as e:
+        _fail(str(e))
+    _print_summary(result)
+    if result["failed"]:
+        err.print(f"[bold red]error:[/] {result['failed']} events were not delivered to {topic}")
+        raise typer.Exit(1)
+
+
+@app.command("record")
+def record_cmd(
+    brokers: str = BrokersOpt,
+    topic: str = TopicOpt,
+    out: Path = typer.Option(..., "--out", "-o", help="Log to write (.jsonl, .jsonl.gz); a directory gets one file per partition."),
+    max_events: Optional[int] = typer.Option(None, "--max-events", help="Stop after this many messages.", min=1),
+    idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="Stop after this many seconds without a message (follows the topic)."),
+    connect_timeout: float = ConnectOpt,
+) -> None:
+    """Record a Kafka topic from its beginning as a replayable log (by default up to its
+    current end), for `pulse replay`."""
+    from pulse.flows.live import record
+
+    try:
+        result = record(brokers, topic, out, max_events, idle_exit, connect_timeout_s=connect_timeout)
+    except _live_errors() as e:
+        _fail(str(e))
+    _print_summary(result)
+
+
 @app.command("config")
 def show_config(config: Optional[Path] = ConfigOpt) -> None:
     """Print the effective settings (environment PULSE_*, --config TOML) as JSON."""

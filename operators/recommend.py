@@ -15,14 +15,15 @@ appear, and at most ``max_category_share`` of the list may come from one categor
 
 Example:
 
->>> recs = blend({"co_visit:a": [("b", 1.0)], "trending": [("c", 5.0), ("b", 1.0)]},
+>>> recs = blend([source("co_visit", {"b": 1.0}), source("trending", {"c": 5.0, "b": 1.0})],
 ...              BlendConfig(k=2), exclude=set(), category_of={})
 >>> [(r.item_id, r.reason) for r in recs]
-[('b', 'co_visit:a'), ('c', 'trending')]
+[('b', 'co_visit'), ('c', 'trending')]
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping, NamedTuple, Sequence
@@ -44,44 +45,60 @@ class Rec(NamedTuple):
     reason: str
 
 
+class Source(NamedTuple):
+    """One kind of candidates: ``scores`` summed over its parts, and the parts themselves
+    (``reason``, part scores, factor) so that each recommended item can name the part
+    that gave it the most."""
+
+    kind: str
+    scores: dict[str, float]
+    parts: list[tuple[str, Mapping[str, float], float]]
+
+
+def source(kind: str, scores: Mapping[str, float]) -> Source:
+    """A source with a single part whose reason is its kind (``trending``)."""
+    return Source(kind, dict(scores), [(kind, scores, 1.0)])
+
+
 def blend(
-    sources: Mapping[str, Sequence[tuple[str, float]]],
+    sources: Sequence[Source],
     config: BlendConfig,
     exclude: Collection[str],
     category_of: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]],
 ) -> list[Rec]:
-    """Blend candidate lists keyed by reason (``"co_visit:a"``, ``"trending"``, ...)."""
+    """Blend the sources: ``Σ weight(kind) · score / best score of the kind``."""
     weights = config.weights
-    # Scores are normalised per kind of source (all co_visit:* lists together), so the
-    # strength of each seed item or category survives the normalisation.
-    tops: dict[str, float] = {}
-    for reason, cands in sources.items():
-        if cands:
-            kind = reason.split(":", 1)[0]
-            tops[kind] = max(tops.get(kind, 0.0), max(s for _, s in cands))
-    total: dict[str, float] = {}
-    best: dict[str, tuple[float, str]] = {}
-    for reason, cands in sources.items():
-        if not cands:
+    active = [(src, weights.get(src.kind, 0.0) / (max(src.scores.values()) or 1.0)) for src in sources
+              if src.scores and weights.get(src.kind, 0.0) > 0]
+    if not active:
+        return []
+    # A copy of the largest source becomes the running total; the others are added in
+    # its units (one pass over the smaller sources only).
+    base, base_w = max(active, key=lambda sw: len(sw[0].scores))
+    total = dict(base.scores)
+    for src, w in active:
+        if src is base:
             continue
-        kind = reason.split(":", 1)[0]
-        w = weights.get(kind, 0.0)
-        if w <= 0:
-            continue
-        top = tops[kind] or 1.0
-        for item, s in cands:
-            if item in exclude:
-                continue
-            contrib = w * s / top
-            total[item] = total.get(item, 0.0) + contrib
-            b = best.get(item)
-            if b is None or contrib > b[0] or (contrib == b[0] and reason < b[1]):
-                best[item] = (contrib, reason)
-    ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
+        f = w / base_w
+        get = total.get
+        for item, s in src.scores.items():
+            total[item] = get(item, 0.0) + f * s
+    factors = [(src, w) for src, w in active]
+    k = config.k
+    if exclude:
+        if len(exclude) < len(total):
+            pop = total.pop
+            for item in exclude:
+                pop(item, None)
+        else:
+            total = {i: s for i, s in total.items() if i not in exclude}
+    # Most lists are settled within the best few times k; sort only those (ties by id).
+    best = heapq.nlargest(2 * k, total, key=total.get)
+    ranked = sorted(((i, total[i] * base_w) for i in best), key=lambda kv: (-kv[1], kv[0]))
     cats = category_of if callable(category_of) else (lambda i, m=category_of: m.get(i, ()))
-    cap = max(1, math.ceil(config.k * config.max_category_share))
+    cap = max(1, math.ceil(k * config.max_category_share))
     per_cat: dict[str, int] = {}
-    out: list[Rec] = []
+    chosen: list[tuple[str, float]] = []
     held: list[tuple[str, float]] = []
     for item, score in ranked:
         item_cats = cats(item)
@@ -90,10 +107,26 @@ def blend(
             continue
         for c in item_cats:
             per_cat[c] = per_cat.get(c, 0) + 1
-        out.append(Rec(item, round(score, 6), best[item][1]))
-        if len(out) >= config.k:
-            return out
+        chosen.append((item, score))
+        if len(chosen) >= k:
+            break
     # Not enough variety to honour the cap: fill up with the best held-back items.
-    for item, score in held[: config.k - len(out)]:
-        out.append(Rec(item, round(score, 6), best[item][1]))
-    return out
+    chosen.extend(held[: k - len(chosen)])
+    return [Rec(item, round(score, 6), _reason(item, factors)) for item, score in chosen]
+
+
+def _reason(item: str, factors: Sequence[tuple[Source, float]]) -> str:
+    """The part of the source that contributed most to ``item``."""
+    best_src, best = None, -1.0
+    for src, w in factors:
+        s = src.scores.get(item)
+        if s is not None and w * s > best:
+            best_src, best = src, w * s
+    if best_src is None:
+        return "trending"
+    reason, top = best_src.kind, -1.0
+    for part_reason, scores, f in best_src.parts:
+        s = scores.get(item)
+        if s is not None and s * f > top:
+            reason, top = part_reason, s * f
+    return reason

@@ -9,8 +9,8 @@ the running ``quantile`` of scores (:class:`river.stats.Quantile`) *and* it has 
 before learning from it. A flagged user stays flagged until ``clear_after`` consecutive
 normal windows.
 
-The reason names the feature furthest above its own running median, e.g.
-``"events=240/min (median 3)"``.
+The reason names the feature furthest above its own running mean, e.g.
+``"events=240/min (typical 3)"``.
 
 One detector per engine shard; never one per user (a HalfSpaceTrees costs ~40 ms to
 deep-copy).
@@ -76,7 +76,7 @@ class AnomalyDetector:
         self.model = anomaly.HalfSpaceTrees(n_trees=config.n_trees, height=config.height,
                                             window_size=config.window_size, seed=config.seed)
         self.threshold = stats.Quantile(config.quantile)
-        self.medians = {name: stats.Quantile(0.5) for name in _RAW}
+        self.means = {name: stats.Mean() for name in _RAW}
         self.seen = 0
         self.flags = 0
 
@@ -95,7 +95,7 @@ class AnomalyDetector:
         self.seen += 1
         reason = self._reason(w)
         for name, fn in _RAW.items():
-            self.medians[name].update(fn(w))
+            self.means[name].update(fn(w))
         anomalous = (
             self.seen > self.config.warmup
             and threshold is not None
@@ -116,10 +116,8 @@ class AnomalyDetector:
     def _reason(self, w: WindowAgg) -> str:
         best, ratio = "events", -1.0
         for name, fn in _RAW.items():
-            median = self.medians[name].get() or 1.0
-            r = fn(w) / max(median, 1.0)
+            r = fn(w) / max(self.means[name].get(), 1.0)
             if r > ratio:
                 best, ratio = name, r
-        median = self.medians[best].get() or 0
         minutes = max((w.end_ms - w.start_ms) / 60_000, 1e-9)
-        return f"{best}={_RAW[best](w) / minutes:.0f}/min (median {median:.0f})"
+        return f"{best}={_RAW[best](w) / minutes:.0f}/min (typical {self.means[best].get():.0f})"

@@ -35,12 +35,12 @@ import heapq
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, NamedTuple, Optional, Sequence
+from typing import Collection, Iterable, NamedTuple, Optional, Sequence
 
 import orjson
 
 from pulse.operators.events import Event
-from pulse.operators.recommend import BlendConfig, Rec, blend
+from pulse.operators.recommend import BlendConfig, Rec, Source, blend, source
 from pulse.operators.windows import WindowAgg
 from pulse.state.anomaly import AnomalyConfig, AnomalyDetector
 from pulse.state.covisit import CoVisitation
@@ -72,12 +72,18 @@ class EngineConfig:
     anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
     trending_half_life_s: float = 86_400.0
     covisit_half_life_s: float = 30 * 86_400.0
-    covisit_window: int = 20
+    covisit_window: int = 10
     covisit_recency: float = 0.9
     covisit_neighbours: int = 100
-    #: how many of the user's recent items seed co-visitation candidates
+    covisit_alpha: float = 0.7
+    covisit_beta: float = 0.3
+    #: how many of the user's recent items seed co-visitation candidates, and how much
+    #: each step back in the user's history counts
     recs_seed_items: int = 10
+    recs_seed_recency: float = 0.9
     recs_interval_s: float = 1.0
+    #: False only for offline evaluation, which asks for lists itself
+    write_recs: bool = True
     global_interval_s: float = 5.0
     #: ... and only after this many events, so a fast replay of days of event time
     #: does not rewrite the global keys every few events (live runs also write them
@@ -94,12 +100,11 @@ class EngineConfig:
 class UserRecState:
     """The engine's small per-user state (kept in a bounded LRU)."""
 
-    __slots__ = ("recent", "weights", "seen", "purchased", "categories", "profile", "segment", "traits",
+    __slots__ = ("recent", "seen", "purchased", "categories", "profile", "segment", "traits",
                  "anomaly", "recs_at", "recs_due", "recs_n", "last_ts")
 
     def __init__(self) -> None:
-        self.recent: list[str] = []
-        self.weights: list[float] = []
+        self.recent: list[str] = []  # distinct items, most recent last
         self.seen: dict[str, None] = {}
         self.purchased: dict[str, None] = {}
         self.categories: list[tuple[str, float]] = []
@@ -130,10 +135,11 @@ class Engine:
         self.config = config
         c = config
         self.keys = c.keys
-        self.trending = Trending(c.trending_half_life_s, k=max(c.trending_size, 50))
+        self.trending = Trending(c.trending_half_life_s)
         self.by_category: dict[str, Trending] = {}
         self.by_segment: dict[str, Trending] = {}
-        self.covisit = CoVisitation(c.covisit_half_life_s, c.covisit_window, c.covisit_recency, c.covisit_neighbours)
+        self.covisit = CoVisitation(c.covisit_half_life_s, c.covisit_window, c.covisit_recency, c.covisit_neighbours,
+                                    c.covisit_alpha, c.covisit_beta)
         self.segmenter = Segmenter(c.segments)
         self.detector = AnomalyDetector(c.anomaly)
         self.users: OrderedDict[str, UserRecState] = OrderedDict()
@@ -183,7 +189,8 @@ class Engine:
                 self.clock = ev.ts
             st.last_ts = max(st.last_ts, ev.ts)
             self._learn_event(st, ev, up.weight)
-            self._schedule_recs(up.user_id, st, ev.ts, writes)
+            if self.config.write_recs:
+                self._schedule_recs(up.user_id, st, ev.ts, writes)
         if profile_changed and st.profile is not None:
             writes.append(self._profile_write(up.user_id, st))
         writes.extend(self.tick(self.clock))
@@ -201,22 +208,28 @@ class Engine:
             for cat in ev.category:
                 t = self.by_category.get(cat)
                 if t is None:
-                    t = self.by_category[cat] = Trending(self.config.trending_half_life_s, k=50)
+                    t = self.by_category[cat] = Trending(self.config.trending_half_life_s)
                 t.learn_one(item, weight, ev.ts)
                 self._dirty_categories.add(cat)
             if st.segment is not None:
                 t = self.by_segment.get(st.segment)
                 if t is None:
-                    t = self.by_segment[st.segment] = Trending(self.config.trending_half_life_s, k=50)
+                    t = self.by_segment[st.segment] = Trending(self.config.trending_half_life_s)
                 t.learn_one(item, weight, ev.ts)
-            self._dirty_items.update(self.covisit.learn_one(st.recent, st.weights, item, weight, ev.ts))
+            self._dirty_items.update(self.covisit.learn_one(st.recent, item, weight, ev.ts))
         elif st.anomaly["flagged"]:
             self.events_flagged += 1
         if weight > 0:
-            st.recent.append(item)
-            st.weights.append(weight)
-            if len(st.recent) > self.config.max_recent:
-                del st.recent[0], st.weights[0]
+            recent = st.recent
+            if recent and recent[-1] != item:
+                try:
+                    recent.remove(item)  # keep items distinct: a revisit moves it to the end
+                except ValueError:
+                    pass
+            if not recent or recent[-1] != item:
+                recent.append(item)
+            if len(recent) > self.config.max_recent:
+                del recent[0]
         st.seen.pop(item, None)
         st.seen[item] = None
         if len(st.seen) > self.config.max_seen:
@@ -250,38 +263,54 @@ class Engine:
         return changed
 
     # -- recommendations -----------------------------------------------------------
-    def candidates(self, st: UserRecState, now: int) -> dict[str, list[tuple[str, float]]]:
-        """Candidate lists per reason for one user (see :mod:`pulse.operators.recommend`)."""
-        sources: dict[str, list[tuple[str, float]]] = {"trending": self.trending.top(now, 50)}
+    def candidates(self, st: UserRecState, now: int, exclude: Collection[str] = ()) -> list[Source]:
+        """Candidate sources for one user (see :mod:`pulse.operators.recommend`)."""
+        depth = self.config.blend.k * 2
+        sources = [source("trending", dict(self.trending.head(now, depth, exclude)))]
         if st.anomaly["flagged"]:
             return sources
-        seeds = self.config.recs_seed_items
-        n = len(st.recent)
-        seen = set()
-        for k in range(n - 1, max(-1, n - 1 - seeds * 2), -1):
-            item = st.recent[k]
-            if item in seen:
-                continue
-            seen.add(item)
-            sim = self.covisit.similar(item, 50)
-            if sim:
-                f = st.weights[k] * 0.85 ** len(seen)
-                sources[f"co_visit:{item}"] = [(j, s * f) for j, s in sim]
-            if len(seen) >= seeds:
-                break
+        # co-visitation: neighbours of the last few distinct items, newer ones count more
+        scores: dict[str, float] = {}
+        parts = []
+        get = scores.get
+        gamma = self.config.recs_seed_recency
+        f = 1.0
+        neighbours = self.covisit.neighbours
+        recent = st.recent
+        for k in range(len(recent) - 1, max(-1, len(recent) - 1 - self.config.recs_seed_items), -1):
+            seed = recent[k]
+            norm, ranked, lookup = neighbours(seed)
+            if ranked:
+                g = f * norm
+                for j, s in ranked:
+                    scores[j] = get(j, 0.0) + s * g
+                parts.append((f"co_visit:{seed}", lookup, g))
+            f *= gamma
+        if scores:
+            sources.append(Source("co_visit", scores, parts))
+        # category affinity × trending within the category
+        scores, parts = {}, []
         for cat, affinity in st.categories[:3]:
             t = self.by_category.get(cat)
             if t is not None and affinity > 0:
-                sources[f"category:{cat}"] = [(i, s * affinity) for i, s in t.top(now, 30)]
+                top = dict(t.head(now, depth, exclude))
+                for j, s in top.items():
+                    scores[j] = scores.get(j, 0.0) + s * affinity
+                parts.append((f"category:{cat}", top, affinity))
+        if scores:
+            sources.append(Source("category", scores, parts))
         if st.segment is not None and st.segment in self.by_segment:
-            sources["segment"] = self.by_segment[st.segment].top(now, 30)
+            sources.append(source("segment", dict(self.by_segment[st.segment].head(now, depth, exclude))))
         return sources
 
-    def recommend(self, user_id: str, now: Optional[int] = None) -> list[Rec]:
+    def recommend(self, user_id: str, now: Optional[int] = None, exclude_seen: Optional[bool] = None) -> list[Rec]:
+        """The user's current list (``exclude_seen`` overrides the configuration)."""
         st = self.users.get(user_id) or UserRecState()
         now = self.clock if now is None else now
-        exclude = st.seen if self.config.blend.exclude_seen else st.purchased
-        return blend(self.candidates(st, now), self.config.blend, exclude, self.item_categories)
+        if exclude_seen is None:
+            exclude_seen = self.config.blend.exclude_seen
+        exclude = st.seen if exclude_seen else st.purchased
+        return blend(self.candidates(st, now, exclude), self.config.blend, exclude, self.item_categories)
 
     def _schedule_recs(self, user_id: str, st: UserRecState, ts: int, writes: list[Write]) -> None:
         interval = int(self.config.recs_interval_s * 1000)

@@ -25,7 +25,9 @@ Example:
 
 from __future__ import annotations
 
+import heapq
 import math
+from operator import itemgetter
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
@@ -54,7 +56,7 @@ class ProfileConfig:
     long_dwell_ms: int = 30_000
     quick_exit_ms: int = 3_000
     max_categories: int = 32
-    max_items: int = 200
+    max_items: int = 50
     max_recent: int = 50
     max_seen: int = 2_000
     max_purchased: int = 200
@@ -81,39 +83,42 @@ def event_weight(ev: Event, config: ProfileConfig) -> float:
 
 
 class DecayedScores:
-    """A bounded map key → score decaying in event time (lazy, per key)."""
+    """A bounded map key → score decaying in event time.
 
-    __slots__ = ("cap", "decay", "values")
+    Forward decay (see :mod:`pulse.state.trending`): scores are stored relative to a
+    landmark, so an update is one multiplication and the ranking never needs a pass of
+    ``exp`` over all keys."""
+
+    __slots__ = ("cap", "decay", "landmark", "values")
 
     def __init__(self, cap: int, decay_per_ms: float) -> None:
         self.cap = cap
         self.decay = decay_per_ms
-        self.values: dict[str, tuple[float, int]] = {}
+        self.landmark: Optional[int] = None
+        self.values: dict[str, float] = {}
 
     def add(self, key: str, weight: float, ts: int) -> None:
-        old = self.values.get(key)
-        if old is None:
-            value = weight
-        else:
-            score, at = old
-            if ts >= at:
-                value = score * math.exp(-self.decay * (ts - at)) + weight
-            else:  # an out-of-order event: decay its weight to the stored time instead
-                value = score + weight * math.exp(-self.decay * (at - ts))
-                ts = at
-        self.values[key] = (value, ts)
-        if len(self.values) > self.cap:
-            self._prune(ts)
+        if self.landmark is None:
+            self.landmark = ts
+        x = self.decay * (ts - self.landmark)
+        if x > 300.0:  # rebase before the stored values could overflow
+            f = math.exp(-x)
+            self.values = {k: v * f for k, v in self.values.items()}
+            self.landmark, x = ts, 0.0
+        values = self.values
+        values[key] = values.get(key, 0.0) + weight * math.exp(x)
+        if len(values) > 2 * self.cap:  # amortised: prune back to cap once it doubles
+            self.values = dict(heapq.nlargest(self.cap, values.items(), key=itemgetter(1)))
 
-    def at(self, now: int) -> dict[str, float]:
-        """All scores as of event time ``now``, strongest first."""
-        d = self.decay
-        scored = {k: s * math.exp(-d * max(0, now - at)) for k, (s, at) in self.values.items()}
-        return dict(sorted(scored.items(), key=lambda kv: (-kv[1], kv[0])))
-
-    def _prune(self, now: int) -> None:
-        keep = list(self.at(now).items())[: self.cap]
-        self.values = {k: (s, now) for k, s in keep}
+    def at(self, now: int, top: Optional[int] = None) -> dict[str, float]:
+        """Scores as of event time ``now``, strongest first (the ``top`` ones)."""
+        if self.landmark is None:
+            return {}
+        values = self.values
+        keys = heapq.nlargest(top, values, key=values.get) if top is not None else list(values)
+        keys.sort(key=lambda k: (-values[k], k))
+        f = math.exp(-self.decay * (now - self.landmark))
+        return {k: values[k] * f for k in keys}
 
 
 class UserProfile:
@@ -183,8 +188,8 @@ class UserProfile:
 
     def to_doc(self, now: int, top: int = 10) -> dict:
         """The profile document a frontend reads (without segment and anomaly)."""
-        cats = self.category_scores(now)
-        items = self.items.at(now)
+        cats = self.categories.at(now, top)
+        items = self.items.at(now, top)
         return {
             "counts": dict(sorted(self.counts.items())),
             "events": sum(self.counts.values()),

@@ -1,4 +1,4 @@
-"""Trending: decayed popularity counts with a cheaply maintained top list.
+"""Trending: decayed popularity counts kept in rank order.
 
 Counts decay in event time with a half-life. Rather than decaying every item on every
 event, counts use *forward decay*: an increment ``w`` at time ``t`` is stored as
@@ -7,46 +7,53 @@ so the *order* of items never changes with time alone, only with increments; the
 value is ``stored · e^(−λ·(now − landmark))``. The landmark moves forward (one pass over
 the counts) before the exponent could overflow.
 
-Because only increments reorder items, the top ``k`` list is kept up to date per
-increment in O(k) and rebuilt from scratch only after a decrement touched it.
+An increment is one dict update. Reading the exact top ``n`` is a partial selection over
+the table; the recommendation hot path reads :meth:`Trending.head`, a cached ranking of the
+best few hundred keys rebuilt every so many increments.
 
 Example:
 
->>> t = Trending(half_life_s=60, k=2)
+>>> t = Trending(half_life_s=60)
 >>> for item, ts in [("a", 0), ("b", 0), ("b", 1000), ("c", 60_000)]:
 ...     t.learn_one(item, 1.0, ts)
->>> [(i, round(s, 2)) for i, s in t.top(60_000)]
+>>> [(i, round(s, 2)) for i, s in t.top(60_000, 2)]
 [('b', 1.01), ('c', 1.0)]
+>>> [i for i, _ in t.top(60_000, 2, exclude={"b"})]
+['c', 'a']
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from typing import Iterable, Optional
+from operator import itemgetter
+from typing import Collection, Iterable, Optional
+
 
 _MAX_EXPONENT = 300.0
 
 
 class Trending:
-    """Decayed popularity of items (or any keys) with an incremental top-``k``.
+    """Decayed popularity of items (or any keys), ranked.
 
-    :arg half_life_s: how fast popularity fades, in event-time seconds.
-    :arg k: how many top items to keep ready.
+    :arg half_life_s: how fast popularity fades, in event-time seconds (``math.inf``:
+        never, an all-time count).
     :arg max_keys: when the table grows past this, the weakest half is dropped.
+
+    Ties rank by key, so the order is deterministic.
     """
 
-    __slots__ = ("decay", "k", "max_keys", "landmark", "counts", "_top", "_top_dirty", "_top_min")
+    __slots__ = ("decay", "max_keys", "landmark", "counts", "learned", "_head", "_head_at", "_head_size")
 
-    def __init__(self, half_life_s: float = 86_400.0, k: int = 100, max_keys: int = 1_000_000) -> None:
-        self.decay = math.log(2) / (half_life_s * 1000)
-        self.k = k
+    def __init__(self, half_life_s: float = 86_400.0, max_keys: int = 1_000_000) -> None:
+        self.decay = 0.0 if math.isinf(half_life_s) else math.log(2) / (half_life_s * 1000)
         self.max_keys = max_keys
         self.landmark: Optional[int] = None
         self.counts: dict[str, float] = {}
-        self._top: dict[str, float] = {}
-        self._top_dirty = False
-        self._top_min = 0.0
+        self.learned = 0
+        self._head: list[str] = []
+        self._head_at = -(1 << 62)
+        self._head_size = 0
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -54,69 +61,67 @@ class Trending:
     def _scale(self, ts: int) -> float:
         if self.landmark is None:
             self.landmark = ts
+        if not self.decay:
+            return 1.0
         x = self.decay * (ts - self.landmark)
         if x > _MAX_EXPONENT:
-            self._rebase(ts)
+            f = math.exp(-x)
+            self.counts = {k: v * f for k, v in self.counts.items()}
+            self.landmark = ts
             x = 0.0
         return math.exp(x)
 
-    def _rebase(self, ts: int) -> None:
-        f = math.exp(-self.decay * (ts - self.landmark))
-        self.counts = {k: v * f for k, v in self.counts.items()}
-        self._top = {k: v * f for k, v in self._top.items()}
-        self._top_min *= f
-        self.landmark = ts
-
     def learn_one(self, key: str, weight: float, ts: int) -> None:
         """Add ``weight`` for ``key`` at event time ``ts``."""
-        v = self.counts.get(key, 0.0) + weight * self._scale(ts)
-        self.counts[key] = v
-        top = self._top
-        if weight < 0:
-            if key in top:
-                self._top_dirty = True
-        elif key in top:
-            top[key] = v
-        elif len(top) < self.k:
-            top[key] = v
-            self._top_min = min(top.values())
-        elif v > self._top_min:
-            weakest = min(top, key=lambda kk: (top[kk], kk))
-            del top[weakest]
-            top[key] = v
-            self._top_min = min(top.values())
-        if len(self.counts) > self.max_keys:
-            keep = heapq.nlargest(self.max_keys // 2, self.counts.items(), key=lambda kv: kv[1])
-            self.counts = dict(keep)
-            self._top_dirty = True
+        counts = self.counts
+        counts[key] = counts.get(key, 0.0) + weight * self._scale(ts)
+        self.learned += 1
+        if len(counts) > self.max_keys:
+            self.counts = dict(heapq.nlargest(self.max_keys // 2, counts.items(), key=itemgetter(1)))
+            self._head_at = -(1 << 62)
 
     def score(self, key: str, now: int) -> float:
         if self.landmark is None:
             return 0.0
         return self.counts.get(key, 0.0) * math.exp(-self.decay * (now - self.landmark))
 
-    def top(self, now: int, n: Optional[int] = None) -> list[tuple[str, float]]:
-        """The ``n`` (default ``k``) most popular keys as of ``now``, strongest first;
-        ties broken by key so the order is deterministic."""
-        if self._top_dirty:
-            self._top = dict(heapq.nlargest(self.k, self.counts.items(), key=lambda kv: kv[1]))
-            self._top_min = min(self._top.values()) if self._top else 0.0
-            self._top_dirty = False
+    def top(self, now: int, n: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
+        """The ``n`` most popular keys as of ``now`` that are not in ``exclude`` (exact)."""
         if self.landmark is None:
             return []
+        counts = self.counts
+        best = heapq.nlargest(n + len(exclude), counts, key=counts.get) if exclude else heapq.nlargest(n, counts, key=counts.get)
+        return self._read(now, sorted(best, key=lambda key: (-counts[key], key)), n, exclude)
+
+    def head(self, now: int, n: int, exclude: Collection[str] = (), size: int = 200) -> list[tuple[str, float]]:
+        """Like :meth:`top`, read from a cached ranking of the ``size`` best keys that is
+        rebuilt after every ``max(100, len/20)`` increments: the hot path of
+        recommendations, where a little staleness does not matter but ranking the whole
+        table per request would. Keys beyond ``size`` are not offered."""
+        if self.landmark is None:
+            return []
+        if self.learned - self._head_at >= max(100, len(self.counts) // 20) or size > self._head_size:
+            counts = self.counts
+            self._head = sorted(heapq.nlargest(size, counts, key=counts.get), key=lambda key: (-counts[key], key))
+            self._head_at = self.learned
+            self._head_size = size
+        return self._read(now, self._head, n, exclude)
+
+    def _read(self, now: int, ranked: list[str], n: int, exclude: Collection[str]) -> list[tuple[str, float]]:
         f = math.exp(-self.decay * (now - self.landmark))
-        ranked = sorted(self._top.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [(key, v * f) for key, v in ranked[: n or self.k] if v > 0]
+        counts = self.counts
+        out = []
+        for key in ranked:
+            if key in exclude:
+                continue
+            v = counts.get(key, 0.0)
+            if v <= 0:
+                continue
+            out.append((key, v * f))
+            if len(out) >= n:
+                break
+        return out
 
     def items(self, now: int) -> Iterable[tuple[str, float]]:
         f = 0.0 if self.landmark is None else math.exp(-self.decay * (now - self.landmark))
         return ((k, v * f) for k, v in self.counts.items())
-
-
-class Popularity:
-    """All-time interaction counts (the popularity baseline): :class:`Trending` that
-    never decays."""
-
-    def __new__(cls, k: int = 100) -> Trending:  # type: ignore[misc]
-        t = Trending(half_life_s=1e30, k=k)
-        return t
