@@ -114,11 +114,16 @@ def replay(
     dlq: Optional[Path] = typer.Option(None, help="Write dead letters (JSON lines with reason and original payload) here; without it they are only counted."),
     late: Optional[Path] = typer.Option(None, help="Write events that arrived after their window closed here."),
     workers: int = typer.Option(1, help="Bytewax worker threads in this process.", min=1),
+    processes: int = typer.Option(1, help="Run as a cluster of this many local processes (loopback).", min=1),
+    process_id: Optional[int] = typer.Option(None, "--process-id", help="This process's index in a multi-host cluster (with --addresses).", min=0),
+    addresses: Optional[str] = typer.Option(None, help="Every cluster process's host:port, ';'-separated, the same list and order on all hosts."),
+    recovery: Optional[Path] = typer.Option(None, help="Recovery store directory: snapshot state and resume from it after a crash (created on first use)."),
+    snapshot_s: float = typer.Option(10.0, "--snapshot-s", help="Seconds between recovery snapshots (epoch length).", min=0.1),
     prefix: Optional[str] = PrefixOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Replay a recorded log through the dataflow into Redis, at full speed."""
-    from pulse.flows.replay import UsageError
+    from pulse.flows.replay import UsageError, run_local_cluster
     from pulse.flows.replay import replay as run_replay
     from pulse.flows.sources import LogNotFound
     from pulse.state.store import ping
@@ -129,10 +134,33 @@ def replay(
     problem = ping(settings.redis_url)
     if problem:
         _fail(f"{problem}. Start Redis or point --redis at a running one.")
+    if (process_id is None) != (addresses is None):
+        _fail("--process-id and --addresses go together: every process gets the same --addresses and its own --process-id")
+    if processes > 1:
+        if addresses:
+            _fail("--processes starts a local cluster; for several hosts use --addresses and --process-id instead")
+        args = ["replay", str(path), "--format", format, "--redis", settings.redis_url, "--workers", str(workers),
+                "--snapshot-s", str(snapshot_s)]
+        for flag, value in (("--dlq", dlq), ("--late", late), ("--recovery", recovery), ("--prefix", prefix), ("--config", config)):
+            if value is not None:
+                args += [flag, str(value)]
+        try:
+            _print_summary(run_local_cluster(args, processes))
+        except RuntimeError as e:
+            _fail(str(e), code=1)
+        return
+    address_list = [a.strip() for a in addresses.split(";") if a.strip()] if addresses else None
+    if address_list is not None and not 0 <= process_id < len(address_list):
+        _fail(f"--process-id {process_id} is not an index of the {len(address_list)} --addresses")
+    dlq_path = str(dlq) if dlq else None
+    if dlq_path and address_list:
+        dlq_path = f"{dlq_path}.{process_id}"  # one file per process: no two writers share a file
     progress, update = _progress("replay")
     try:
         with progress:
-            result = run_replay(path, format, settings, settings.redis_url, str(dlq) if dlq else None, str(late) if late else None, workers, on_progress=update)
+            result = run_replay(path, format, settings, settings.redis_url, dlq_path, str(late) if late else None, workers,
+                                on_progress=update, recovery_dir=recovery, snapshot_s=snapshot_s,
+                                addresses=address_list, process_id=process_id or 0)
     except (UsageError, LogNotFound) as e:
         _fail(str(e))
     _print_summary(result)
@@ -303,7 +331,7 @@ def produce_cmd(
 def record_cmd(
     brokers: str = BrokersOpt,
     topic: str = TopicOpt,
-    out: Path = typer.Option(..., "--out", "-o", help="Log to write (.jsonl, .jsonl.gz); a directory gets one file per partition."),
+    out: Path = typer.Option(..., "--out", "-o", help="Log to write (.jsonl, .jsonl.gz); an existing directory gets one file per partition."),
     max_events: Optional[int] = typer.Option(None, "--max-events", help="Stop after this many messages.", min=1),
     idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="Stop after this many seconds without a message (follows the topic)."),
     connect_timeout: float = ConnectOpt,

@@ -30,7 +30,7 @@ from sortedcontainers import SortedList
 from pulse.flows.config import Settings
 from pulse.flows.replay import make_format
 from pulse.flows.sources import RecordedLogSource
-from pulse.operators.events import Event
+from pulse.operators.events import Event, Raw
 from pulse.state.engine import Engine, UserUpdate
 from pulse.state.user import UserState
 
@@ -153,6 +153,8 @@ def evaluate(
             except StopIteration:
                 break
             for raw in batch:
+                if type(raw) is not Raw:
+                    continue  # the partition's end marker
                 parsed = fmt.parse(raw)
                 if isinstance(parsed, Event):
                     events.append((parsed.ts, p_index, raw.position, parsed))

@@ -582,7 +582,7 @@ def record(
 ) -> dict:
     """Write ``topic``, from the beginning, as a replayable log at ``out``: one JSON line
     per message value, in offset order within each partition (``.gz`` compresses; an
-    existing directory, or a path ending in ``/``, gets one file per partition).
+    existing directory gets one file per partition, ``<topic>-<partition>.jsonl``).
 
     Stops after ``max_events`` messages, after ``idle_exit_s`` seconds without one, or,
     when neither is given, at the end of every partition as it was when recording began.
@@ -592,7 +592,7 @@ def record(
     bootstrap = _bootstrap(brokers)
     nparts = check_topics(bootstrap, [topic], connect_timeout_s)[topic]
     out = Path(out)
-    per_partition = out.is_dir() or str(out).endswith("/")
+    per_partition = out.is_dir()
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

@@ -57,7 +57,9 @@ def build_flow(
     raw = op.input("input", flow, source)
     if to_raw is not None:
         raw = op.map("to_raw", raw, to_raw)
-    events, dead = parse_records("parse", raw, fmt)
+    events, rest = parse_records("parse", raw, fmt)
+    parsed = op.branch("ends", rest, lambda x: isinstance(x, DeadLetter))
+    dead, ends = parsed.trues, parsed.falses
     users = track_users("users", events, options)
     split = op.branch("user_out", users, lambda x: isinstance(x, UserUpdate))
     updates: Stream[UserUpdate] = split.trues
@@ -75,7 +77,13 @@ def build_flow(
         return batch
 
     updates = op.flat_map_batch("count_ok", updates, count_ok)
-    writes = recommend("recommend", updates, options, on_engine=handles.engines.append)
+    if options.ordered_sources is not None:
+        # Dead letters and partition ends tell the engine which records it will never
+        # see as updates, so it can apply the rest in canonical order.
+        engine_in = op.merge("engine_in", updates, dead_letters, ends)
+    else:
+        engine_in = updates
+    writes = recommend("recommend", engine_in, options, on_engine=handles.engines.append)
     op.output("redis", writes, RedisSink(redis_url, flush_interval_s, on_store=handles.stores.append))
     return flow
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+import orjson
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main, run_main
 
 from pulse.flows.config import Settings
@@ -35,12 +42,44 @@ def make_format(name: str, path: Path) -> Format:
     return Format.native()
 
 
-def step_options(settings: Settings, live: bool = False, snapshots: bool = False) -> StepOptions:
+def prepare_recovery(db_dir: Path, partitions: int) -> RecoveryConfig:
+    """Bytewax's recovery store in ``db_dir``, created with ``partitions`` partitions
+    the first time (that number must be at least the most workers ever run against
+    it: stop-and-start rescaling within it works)."""
+    db_dir = Path(db_dir)
+    db_dir.mkdir(parents=True, exist_ok=True)
+    existing = sorted(db_dir.glob("part-*.sqlite3"))
+    if not existing:
+        init_db_dir(db_dir, partitions)
+    elif len(existing) < partitions:
+        raise UsageError(
+            f"recovery store {db_dir} has {len(existing)} partitions but this run has {partitions} workers; "
+            "a store must be initialised for the most workers ever used: start a new --recovery directory"
+        )
+    return RecoveryConfig(db_dir)
+
+
+def run_flow(flow, workers: int, recovery: Optional[RecoveryConfig], snapshot_s: float,
+             addresses: Optional[Sequence[str]] = None, process_id: int = 0) -> None:
+    """Run ``flow`` in this process: one worker, several worker threads, or this
+    process's share of a multi-process cluster (``addresses`` of every process)."""
+    epoch = timedelta(seconds=snapshot_s)
+    if addresses:
+        cluster_main(flow, list(addresses), process_id, epoch_interval=epoch, recovery_config=recovery,
+                     worker_count_per_proc=workers)
+    elif workers <= 1:
+        run_main(flow, epoch_interval=epoch, recovery_config=recovery)
+    else:
+        cluster_main(flow, [], 0, epoch_interval=epoch, recovery_config=recovery, worker_count_per_proc=workers)
+
+
+def step_options(settings: Settings, live: bool = False, snapshots: bool = False, ordered_sources=None) -> StepOptions:
     return StepOptions(
         user=settings.user_config(),
         engine=settings.engine_config(),
         live_idle_s=settings.live_idle_s if live else None,
         snapshots=snapshots,
+        ordered_sources=ordered_sources,
     )
 
 
@@ -72,12 +111,20 @@ def replay(
     workers: int = 1,
     batch_size: int = 1000,
     on_progress=None,
+    recovery_dir: Optional[Path] = None,
+    snapshot_s: float = 10.0,
+    addresses: Optional[Sequence[str]] = None,
+    process_id: int = 0,
 ) -> dict:
     """Replay ``path`` into Redis; returns the run summary.
 
     ``on_progress(bytes_read, total_bytes, records)`` is called about 10 times a second
-    from a background thread while the run lasts.
+    from a background thread while the run lasts. With ``recovery_dir`` the run
+    snapshots every ``snapshot_s`` seconds and a rerun resumes where it stopped. With
+    ``addresses`` this process is member ``process_id`` of a multi-process cluster.
     """
+    total_workers = workers * max(1, len(addresses or ()))
+    recovery = prepare_recovery(Path(recovery_dir), total_workers) if recovery_dir else None
     path = Path(path)
     fmt = make_format(fmt_name, path)
     source = RecordedLogSource(path, fmt, batch_size=batch_size)
@@ -93,7 +140,7 @@ def replay(
         "pulse_replay",
         source,
         fmt,
-        step_options(settings),
+        step_options(settings, snapshots=recovery is not None, ordered_sources=source.list_parts()),
         redis_url,
         dlq_sink,
         handles,
@@ -111,10 +158,7 @@ def replay(
         threading.Thread(target=report, daemon=True).start()
     started = time.perf_counter()
     try:
-        if workers <= 1:
-            run_main(flow)
-        else:
-            cluster_main(flow, [], 0, worker_count_per_proc=workers)
+        run_flow(flow, workers, recovery, snapshot_s, addresses, process_id)
     finally:
         done.set()
     seconds = time.perf_counter() - started
@@ -125,3 +169,51 @@ def replay(
 
 def _bump(counters) -> None:
     counters.late += 1
+
+
+def cluster_addresses(processes: int, base_port: Optional[int] = None) -> list[str]:
+    """Loopback addresses for a local cluster of ``processes`` processes."""
+    if base_port is None:
+        import socket
+
+        ports = []
+        socks = []
+        for _ in range(processes):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+            ports.append(sock.getsockname()[1])
+        for sock in socks:
+            sock.close()
+    else:
+        ports = [base_port + i for i in range(processes)]
+    return [f"127.0.0.1:{p}" for p in ports]
+
+
+def run_local_cluster(args: Sequence[str], processes: int) -> dict:
+    """Run ``pulse <args>`` as ``processes`` processes of one Bytewax cluster on
+    loopback and add up their summaries (each process counts what it handled)."""
+    addresses = cluster_addresses(processes)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pulse", *args, "--addresses", ";".join(addresses), "--process-id", str(i)],
+            stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        for i in range(processes)
+    ]  # fmt: skip
+    outputs = [p.communicate()[0] for p in procs]
+    failed = [i for i, p in enumerate(procs) if p.returncode != 0]
+    if failed:
+        raise RuntimeError(f"cluster process(es) {failed} failed; see their errors above")
+    summaries = [orjson.loads(out.strip().splitlines()[-1]) for out in outputs]
+    total: dict = {"processes": processes}
+    for key in ("events_in", "events_ok", "events_dlq", "events_late", "users", "keys_written"):
+        total[key] = sum(s.get(key, 0) for s in summaries)
+    reasons: dict = {}
+    for s in summaries:
+        for r, n in s.get("dlq_by_reason", {}).items():
+            reasons[r] = reasons.get(r, 0) + n
+    total["dlq_by_reason"] = dict(sorted(reasons.items()))
+    total["seconds"] = max(s["seconds"] for s in summaries)
+    total["events_per_s"] = round(total["events_in"] / total["seconds"], 1) if total["seconds"] else None
+    return total

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, List, Optional
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from pulse.operators.events import Raw
+from pulse.operators.events import PartitionEnd, Raw
 from pulse.operators.formats import Format
 
 LOG_SUFFIXES = (".jsonl", ".json", ".ndjson", ".log", ".gz", ".data", ".csv", ".txt")
@@ -70,34 +70,38 @@ class _Progress:
 class _LogPartition(StatefulSourcePartition[Raw, int]):
     def __init__(self, path: Path, fmt: Format, batch_size: int, resume: Optional[int], progress: _Progress) -> None:
         self.name = path.name
-        self.position = resume or 0
+        self.position = resume or 0  # items emitted so far (records, then the end marker)
         self.batch_size = batch_size
         self.progress = progress
-        self.records: Iterator[Raw] = self._read(path, fmt)
+        self.records: Iterator = self._read(path, fmt)
         for _ in range(self.position):  # skip what an earlier run already emitted
             next(self.records, None)
 
-    def _read(self, path: Path, fmt: Format) -> Iterator[Raw]:
+    def _read(self, path: Path, fmt: Format) -> Iterator:
+        count = 0
         with open_log(path) as f:
             lines = (Raw(self.name, n, line.rstrip(b"\r\n")) for n, line in enumerate(f, start=1))
             lines = (r for r in lines if r.payload.strip())
             if fmt.sort_by_time:
-                yield from sorted(lines, key=fmt.sort_key)
-            else:
-                yield from lines
+                lines = iter(sorted(lines, key=fmt.sort_key))
+            for raw in lines:
+                yield raw._replace(seq=count)
+                count += 1
+        yield PartitionEnd(self.name, count)
 
-    def next_batch(self) -> List[Raw]:
+    def next_batch(self) -> List:
         batch = []
         nbytes = 0
-        for raw in self.records:
-            batch.append(raw)
-            nbytes += len(raw.payload) + 1
+        for item in self.records:
+            batch.append(item)
+            if type(item) is Raw:
+                nbytes += len(item.payload) + 1
             if len(batch) >= self.batch_size:
                 break
         if not batch:
             raise StopIteration
         self.position += len(batch)
-        self.progress.add(len(batch), nbytes)
+        self.progress.add(sum(1 for x in batch if type(x) is Raw), nbytes)
         return batch
 
     def snapshot(self) -> int:

@@ -64,11 +64,22 @@ MAX_FUTURE_MS = 24 * 3600 * 1000
 
 class Raw(NamedTuple):
     """One record as a source read it: ``source`` (file or topic/partition), its
-    position there (line number or offset) and the untouched payload."""
+    position there (line number or offset), the untouched payload, and ``seq``, its
+    index among the records the source emitted from that partition (0, 1, 2, ...; -1
+    when the source does not number records, e.g. live Kafka)."""
 
     source: str
     position: int
     payload: bytes
+    seq: int = -1
+
+
+class PartitionEnd(NamedTuple):
+    """Sent by a replay source after the last record of a partition: ``count`` records
+    were numbered 0 .. count-1. Lets the engine apply updates in a canonical order."""
+
+    source: str
+    count: int
 
 
 class Event(BaseModel):
@@ -95,8 +106,11 @@ class Event(BaseModel):
     device: Optional[str] = Field(default=None, max_length=64)
     user_agent: Optional[str] = Field(default=None, max_length=1024)
     consent: bool = True
-    # Where the event came from; set by the source, not part of the payload contract.
+    # Where the event came from (partition and its record index); set by the source,
+    # not part of the payload contract.
+    src: str = ""
     seq: int = 0
+    line: int = 0
 
     @field_validator("ts", mode="before")
     @classmethod
@@ -137,7 +151,7 @@ class Event(BaseModel):
         return value
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(exclude_defaults=True))
+        return orjson.dumps(self.model_dump(exclude_defaults=True, exclude={"src", "seq", "line"}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +167,7 @@ class DeadLetter:
     field: Optional[str] = None
     detail: str = ""
     user_id: Optional[str] = dc_field(default=None, compare=False)
+    seq: int = -1
 
     def to_json(self) -> bytes:
         try:
@@ -201,7 +216,7 @@ _TYPE_ERRORS = {
 
 
 def _dead(raw: Raw, reason: str, field_name: Optional[str] = None, detail: str = "") -> DeadLetter:
-    return DeadLetter(reason, raw.source, raw.position, raw.payload, field_name, detail)
+    return DeadLetter(reason, raw.source, raw.position, raw.payload, field_name, detail, seq=raw.seq)
 
 
 def _wrong_type(value: Any) -> bool:
@@ -247,7 +262,10 @@ def validate(raw: Raw, obj: Any, limits: Validation = DEFAULT_VALIDATION) -> Uni
     """Validate one decoded JSON value against the contract."""
     if not isinstance(obj, dict):
         return _dead(raw, "not_an_object", None, f"expected a JSON object, got {type(obj).__name__}")
-    obj["seq"] = raw.position  # set by the source; a payload's own "seq" is ignored
+    # set by the source; a payload's own "src"/"seq" are ignored
+    obj["src"] = raw.source
+    obj["seq"] = raw.seq if raw.seq >= 0 else raw.position
+    obj["line"] = raw.position
     try:
         event = Event.model_validate(obj)
     except ValidationError as err:
@@ -263,7 +281,7 @@ def validate(raw: Raw, obj: Any, limits: Validation = DEFAULT_VALIDATION) -> Uni
         )
     if not event.consent:
         # The user opted out: keep neither the event nor its payload.
-        return DeadLetter("no_consent", raw.source, raw.position, b"", None, "consent is false", event.user_id)
+        return DeadLetter("no_consent", raw.source, raw.position, b"", None, "consent is false", event.user_id, raw.seq)
     if limits.filter_bots and event.user_agent:
         agent = event.user_agent.lower()
         if any(marker in agent for marker in _BOT_MARKERS):

@@ -40,7 +40,7 @@ Parsed = Union[Event, DeadLetter]
 
 
 def _invalid(raw: Raw, detail: str) -> DeadLetter:
-    return DeadLetter("invalid_record", raw.source, raw.position, raw.payload, None, detail)
+    return DeadLetter("invalid_record", raw.source, raw.position, raw.payload, None, detail, seq=raw.seq)
 
 
 @dataclass(frozen=True)

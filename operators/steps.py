@@ -20,10 +20,12 @@ from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
+from bytewax.operators import KeyedStream
 from bytewax.operators import StatefulBatchLogic
 
-from pulse.operators.events import DeadLetter, Event, Raw
+from pulse.operators.events import DeadLetter, Event, PartitionEnd, Raw
 from pulse.operators.formats import Format
+from pulse.operators.order import SequencedMerge
 from pulse.state.engine import Engine, EngineConfig, UserUpdate
 from pulse.state.store import Write
 from pulse.state.user import UserConfig, UserState
@@ -71,6 +73,9 @@ class StepOptions:
     live_idle_s: Optional[float] = None
     #: keep snapshots (only worth their cost when recovery is on)
     snapshots: bool = False
+    #: replays: the source partitions, so the engine applies updates in canonical order
+    #: (see pulse.operators.order); None for live runs (arrival order)
+    ordered_sources: Optional[list] = None
 
 
 def _utcnow() -> datetime:
@@ -78,9 +83,14 @@ def _utcnow() -> datetime:
 
 
 # -- 1. parse ---------------------------------------------------------------------------
-def parse_records(step_id: str, up: Stream[Raw], fmt: Format) -> Tuple[Stream[Event], Stream[DeadLetter]]:
-    """Parse raw records per batch; returns (events, dead letters)."""
-    parsed = op.flat_map_batch(f"{step_id}_parse", up, lambda batch: [fmt.parse(r) for r in batch])
+def parse_records(step_id: str, up: Stream[Raw], fmt: Format) -> Tuple[Stream[Event], Stream[Union[DeadLetter, PartitionEnd]]]:
+    """Parse raw records per batch; returns (events, dead letters and partition ends)."""
+    parse = fmt.parse
+
+    def parse_batch(batch: list) -> list:
+        return [parse(r) if type(r) is Raw else r for r in batch]
+
+    parsed = op.flat_map_batch(f"{step_id}_parse", up, parse_batch)
     split = op.branch(f"{step_id}_split", parsed, lambda x: isinstance(x, Event))
     return split.trues, split.falses
 
@@ -100,8 +110,8 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
         for ev in values:
             learned = st.learn_one(ev)
             if learned.duplicate:
-                out.append(DeadLetter("duplicate_event", "dedup", ev.seq, ev.to_json(), "event_id",
-                                      f"event_id {ev.event_id!r} was already seen for user {ev.user_id!r}", ev.user_id))
+                out.append(DeadLetter("duplicate_event", ev.src, ev.line, ev.to_json(), "event_id",
+                                      f"event_id {ev.event_id!r} was already seen for user {ev.user_id!r}", ev.user_id, ev.seq))
                 continue
             if learned.late:
                 out.append(Late(ev))
@@ -145,23 +155,56 @@ def track_users(step_id: str, events: Stream[Event], options: StepOptions) -> St
 
 
 # -- 3. the engine ----------------------------------------------------------------------
-class _EngineLogic(StatefulBatchLogic[UserUpdate, Write, Engine]):
-    def __init__(self, engine: Engine, options: StepOptions, on_engine: Optional[Callable[[Engine], None]]) -> None:
-        self.engine = engine
+EngineIn = Union[UserUpdate, DeadLetter, PartitionEnd]
+
+
+def _update_ts(up: UserUpdate) -> int:
+    return up.event.ts if up.event is not None else 0
+
+
+def _update_key(up: UserUpdate):
+    return (up.event.src, up.event.seq) if up.event is not None else None
+
+
+def _update_user(up: UserUpdate) -> str:
+    return up.user_id
+
+
+class _EngineLogic(StatefulBatchLogic[EngineIn, Write, tuple]):
+    def __init__(self, resume: Optional[tuple], options: StepOptions, on_engine: Optional[Callable[[Engine], None]]) -> None:
+        if resume is not None:
+            self.engine, self.merge = resume
+        else:
+            self.engine = Engine(options.engine)
+            self.merge = (
+                SequencedMerge(options.ordered_sources, _update_ts, _update_key, _update_user)
+                if options.ordered_sources is not None
+                else None
+            )
         self.options = options
         self._global_wall = 0
         if on_engine is not None:
-            on_engine(engine)
+            on_engine(self.engine)
 
-    def on_batch(self, values: List[UserUpdate]) -> Tuple[Iterable[Write], bool]:
+    def on_batch(self, values: List[EngineIn]) -> Tuple[Iterable[Write], bool]:
         out: list[Write] = []
         learn = self.engine.learn_one
-        for up in values:
-            out.extend(learn(up))
+        merge = self.merge
+        for item in values:
+            if merge is not None:
+                for up in merge.push(item):
+                    out.extend(learn(up))
+            elif type(item) is UserUpdate:
+                out.extend(learn(item))
         return out, self.RETAIN
 
     def on_eof(self) -> Tuple[Iterable[Write], bool]:
-        return self.engine.flush(), self.RETAIN
+        out: list[Write] = []
+        if self.merge is not None:
+            for up in self.merge.drain():
+                out.extend(self.engine.learn_one(up))
+        out.extend(self.engine.flush())
+        return out, self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
         if self.options.live_idle_s is None:
@@ -179,21 +222,22 @@ class _EngineLogic(StatefulBatchLogic[UserUpdate, Write, Engine]):
             self._global_wall = now_ms
         return writes, self.RETAIN
 
-    def snapshot(self) -> Optional[Engine]:
-        return copy.deepcopy(self.engine) if self.options.snapshots else None
+    def snapshot(self) -> Optional[tuple]:
+        return copy.deepcopy((self.engine, self.merge)) if self.options.snapshots else None
 
 
 def recommend(
     step_id: str,
-    updates: Stream[UserUpdate],
+    updates: Stream[EngineIn],
     options: StepOptions,
     on_engine: Optional[Callable[[Engine], None]] = None,
-) -> Stream[Write]:
-    """Route every update to the engine shard and turn it into Redis writes."""
+) -> KeyedStream[Write]:
+    """Route every update to the engine shard and turn it into Redis writes (keyed by
+    the shard, ready for the partitioned Redis sink). Replays also route dead letters
+    and partition ends here, so the engine can restore the canonical order."""
     keyed = op.key_on(f"{step_id}_key", updates, lambda _: ENGINE_KEY)
 
-    def build(resume: Optional[Engine]) -> _EngineLogic:
-        return _EngineLogic(resume if resume is not None else Engine(options.engine), options, on_engine)
+    def build(resume: Optional[tuple]) -> _EngineLogic:
+        return _EngineLogic(resume, options, on_engine)
 
-    writes = op.stateful_batch(f"{step_id}_engine", keyed, build)
-    return op.flat_map(f"{step_id}_unkey", writes, lambda kv: [kv[1]])
+    return op.stateful_batch(f"{step_id}_engine", keyed, build)

@@ -10,10 +10,11 @@ its table doubles past that, the weakest half is dropped, so memory is bounded b
 
 ``similar(i)`` ranks neighbours by ``c(i, j) / pop(j)^β`` (so a blockbuster does not
 become everything's neighbour) and divides by ``pop(i)^α`` so that lists of different
-source items are comparable. Ranked lists are cached per item and rebuilt only after
-``refresh_after`` updates to that item, which keeps a recommendation at a few dict
-look-ups per seed item. (On MovieLens 100K, α = 0.7, β = 0.3 and a window of 10 gave
-the best hit rate; see ``benchmarks/``.)
+source items are comparable. The best ``list_size`` neighbours of an item are cached as
+numpy arrays of item numbers (see :class:`ItemIndex`) and scores, and rebuilt only after
+``refresh_after`` updates to that item, so a recommendation gathers a few cached arrays
+per seed item. (On MovieLens 100K, α = 0.7, β = 0.3 and a window of 10 gave the best hit
+rate; see ``benchmarks/``.)
 
 Example:
 
@@ -29,9 +30,41 @@ from __future__ import annotations
 
 import heapq
 import math
+from operator import itemgetter
 from typing import Optional, Sequence
 
+import numpy as np
+
 _MAX_EXPONENT = 300.0
+_EMPTY_IDX = np.zeros(0, dtype=np.intp)
+_EMPTY_VAL = np.zeros(0, dtype=np.float64)
+
+
+class ItemIndex:
+    """Dense, stable numbers for item ids (0, 1, 2, … in order of first appearance), so
+    that scores can live in numpy arrays. Numbers are never reused: the index grows with
+    the catalogue, like the popularity table.
+
+    >>> ix = ItemIndex()
+    >>> ix.add("x"), ix.add("y"), ix.add("x"), ix.ids
+    (0, 1, 0, ['x', 'y'])
+    """
+
+    __slots__ = ("numbers", "ids")
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, int] = {}
+        self.ids: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, item: str) -> int:
+        n = self.numbers.get(item)
+        if n is None:
+            n = self.numbers[item] = len(self.ids)
+            self.ids.append(item)
+        return n
 
 
 class CoVisitation:
@@ -45,6 +78,7 @@ class CoVisitation:
     :arg beta: popularity normalisation exponent of the neighbour.
     :arg list_size: length of the cached ranked list per item.
     :arg refresh_after: rebuild an item's cached list after this many updates.
+    :arg index: the :class:`ItemIndex` to number items with (shared with the engine).
     """
 
     def __init__(
@@ -57,6 +91,7 @@ class CoVisitation:
         beta: float = 0.3,
         list_size: int = 40,
         refresh_after: int = 20,
+        index: Optional[ItemIndex] = None,
     ) -> None:
         self.decay = 0.0 if math.isinf(half_life_s) else math.log(2) / (half_life_s * 1000)
         self.window = window
@@ -66,14 +101,19 @@ class CoVisitation:
         self.beta = beta
         self.list_size = list_size
         self.refresh_after = refresh_after
+        self.index = index if index is not None else ItemIndex()
         self.landmark: Optional[int] = None
-        self.pairs: dict[str, dict[str, float]] = {}
-        self.popularity: dict[str, float] = {}
-        self._lists: dict[str, tuple] = {}  # item -> (1/pop^α, ranked list, same as a dict)
-        self._updates: dict[str, int] = {}
+        #: item number -> {neighbour number: decayed count}
+        self.pairs: dict[int, dict[int, float]] = {}
+        #: decayed popularity per item number (0 for items never learned here)
+        self.popularity = np.zeros(64, dtype=np.float64)
+        self._learned = 0  # items with a popularity
+        #: item number -> (neighbour numbers, their c / pop^β / pop(item)^α), or None
+        self._lists: list[Optional[tuple[np.ndarray, np.ndarray]]] = []
+        self._updates: list[int] = []  # updates per item number since its list was built
 
     def __len__(self) -> int:
-        return len(self.popularity)
+        return self._learned
 
     def _scale(self, ts: int) -> float:
         if self.landmark is None:
@@ -84,58 +124,107 @@ class CoVisitation:
         if x > _MAX_EXPONENT:
             f = math.exp(-x)
             self.pairs = {i: {j: c * f for j, c in n.items()} for i, n in self.pairs.items()}
-            self.popularity = {i: p * f for i, p in self.popularity.items()}
-            self._lists.clear()
+            self.popularity *= f
+            self._lists = [None] * len(self._lists)
             self.landmark = ts
             x = 0.0
         return math.exp(x)
+
+    def _grow(self, n: int) -> None:
+        """Make room for item numbers below ``n``."""
+        if n > len(self.popularity):
+            pop = np.zeros(max(n, 2 * len(self.popularity)), dtype=np.float64)
+            pop[: len(self.popularity)] = self.popularity
+            self.popularity = pop
+        extra = n - len(self._lists)
+        if extra > 0:
+            self._lists.extend([None] * extra)
+            self._updates.extend([0] * extra)
 
     def learn_one(self, recent: Sequence[str], item: str, weight: float, ts: int) -> list[str]:
         """Pair ``item`` with the user's ``recent`` items (oldest first); returns the
         items whose neighbour lists changed."""
         if weight <= 0:
             return []
-        scale = self._scale(ts)
-        w = weight * scale
-        self.popularity[item] = self.popularity.get(item, 0.0) + w
+        w = weight * self._scale(ts)
+        add = self.index.add
+        i = add(item)
+        n = len(recent)
+        others = [recent[n - 1 - d] for d in range(min(n, self.window))]
+        nums = [add(o) for o in others]
+        if len(self.index) > len(self._lists):
+            self._grow(len(self.index))
+        pop = self.popularity
+        if not pop[i]:
+            self._learned += 1
+        pop[i] += w
         touched = [item]
         pairs, updates, cap = self.pairs, self._updates, 2 * self.max_neighbours
         rw = self.recency_weights
-        n = len(recent)
-        for d in range(min(n, self.window)):
-            other = recent[n - 1 - d]
-            if other == item:
+        mine = pairs.get(i)
+        if mine is None:
+            mine = pairs[i] = {}
+        for d, j in enumerate(nums):
+            if j == i:
                 continue
             inc = w * rw[d]
-            for a, b in ((other, item), (item, other)):
-                nb = pairs.get(a)
-                if nb is None:
-                    nb = pairs[a] = {}
-                nb[b] = nb.get(b, 0.0) + inc
-                updates[a] = updates.get(a, 0) + 1
-                if len(nb) > cap:
-                    pairs[a] = dict(heapq.nlargest(self.max_neighbours, nb.items(), key=lambda kv: kv[1]))
-            touched.append(other)
+            mine[j] = mine.get(j, 0.0) + inc
+            nb = pairs.get(j)
+            if nb is None:
+                nb = pairs[j] = {}
+            nb[i] = nb.get(i, 0.0) + inc
+            updates[j] += 1
+            if len(nb) > cap:
+                pairs[j] = dict(heapq.nlargest(self.max_neighbours, nb.items(), key=itemgetter(1)))
+            touched.append(others[d])
+        updates[i] += len(touched) - 1
+        if len(mine) > cap:
+            pairs[i] = dict(heapq.nlargest(self.max_neighbours, mine.items(), key=itemgetter(1)))
         return touched
 
-    def neighbours(self, item: str) -> tuple[float, list[tuple[str, float]], dict[str, float]]:
-        """(1 / pop(item)^α, neighbours ranked by c / pop^β, the same as a dict) — cached."""
-        cached = self._lists.get(item)
-        if cached is not None and self._updates.get(item, 0) < self.refresh_after:
-            return cached
-        nb = self.pairs.get(item)
+    def ranked(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The cached best neighbours of item number ``i``: (numbers, scores) with scores
+        ``c(i, j) / pop(j)^β / pop(i)^α``, in no particular order (see :meth:`similar`);
+        rebuilt after ``refresh_after`` updates."""
+        lists = self._lists
+        if i < len(lists):
+            cached = lists[i]
+            if cached is not None and self._updates[i] < self.refresh_after:
+                return cached
+        else:
+            return _EMPTY_IDX, _EMPTY_VAL
+        nb = self.pairs.get(i)
         if not nb:
-            return 1.0, [], {}
+            return _EMPTY_IDX, _EMPTY_VAL
+        n = len(nb)
+        js = np.fromiter(nb.keys(), dtype=np.intp, count=n)
+        scores = np.fromiter(nb.values(), dtype=np.float64, count=n)
         pop = self.popularity
-        b = self.beta
-        scored = sorted(((j, c / (pop.get(j) or 1.0) ** b) for j, c in nb.items()), key=lambda js: (-js[1], js[0]))
-        top = scored[: self.list_size]
-        entry = (1.0 / (pop.get(item) or 1.0) ** self.alpha, top, dict(top))
-        self._lists[item] = entry
-        self._updates[item] = 0
+        p = pop[js]
+        p[p <= 0] = 1.0
+        scores /= p**self.beta
+        size = self.list_size
+        if n > size:
+            cut = np.partition(scores, n - size)[n - size]
+            keep = np.flatnonzero(scores >= cut)
+            if len(keep) > size:  # ties at the cut: the smaller id wins
+                ids = self.index.ids
+                best = sorted(keep.tolist(), key=lambda k: (-scores[k], ids[js[k]]))[:size]
+                keep = np.array(best, dtype=np.intp)
+            js, scores = js[keep], scores[keep]
+        pi = pop[i]
+        scores *= 1.0 / (pi if pi > 0 else 1.0) ** self.alpha
+        entry = (js, scores)
+        lists[i] = entry
+        self._updates[i] = 0
         return entry
 
     def similar(self, item: str, n: Optional[int] = None) -> list[tuple[str, float]]:
-        """Neighbours of ``item``, most similar first (scores are relative)."""
-        norm, ranked, _ = self.neighbours(item)
-        return [(j, s * norm) for j, s in ranked[: n or self.list_size]]
+        """Neighbours of ``item``, most similar first (ties by id; scores are relative)."""
+        i = self.index.numbers.get(item)
+        if i is None:
+            return []
+        js, scores = self.ranked(i)
+        ids = self.index.ids
+        ranked = sorted(zip((ids[j] for j in js.tolist()), scores.tolist()), key=lambda js_: (-js_[1], js_[0]))
+        return ranked[: n or self.list_size]

@@ -39,11 +39,13 @@ from typing import Collection, Iterable, NamedTuple, Optional, Sequence
 
 import orjson
 
+import numpy as np
+
 from pulse.operators.events import Event
-from pulse.operators.recommend import BlendConfig, Rec, Source, blend, source
+from pulse.operators.recommend import BlendConfig, Rec, Scratch, Source, blend_parts
 from pulse.operators.windows import WindowAgg
 from pulse.state.anomaly import AnomalyConfig, AnomalyDetector
-from pulse.state.covisit import CoVisitation
+from pulse.state.covisit import CoVisitation, ItemIndex
 from pulse.state.keys import SCHEMA_VERSION, KeySchema
 from pulse.state.segments import SegmentConfig, Segmenter
 from pulse.state.store import HashSet, Put, StreamAdd, Write, ZReplace
@@ -105,8 +107,10 @@ class UserRecState:
 
     def __init__(self) -> None:
         self.recent: list[str] = []  # distinct items, most recent last
-        self.seen: dict[str, None] = {}
-        self.purchased: dict[str, None] = {}
+        # insertion-ordered sets of items; the values are the items' numbers in the
+        # engine's ItemIndex (so exclusions vectorise)
+        self.seen: dict[str, int] = {}
+        self.purchased: dict[str, int] = {}
         self.categories: list[tuple[str, float]] = []
         self.profile: Optional[dict] = None
         self.segment: Optional[str] = None
@@ -138,8 +142,10 @@ class Engine:
         self.trending = Trending(c.trending_half_life_s)
         self.by_category: dict[str, Trending] = {}
         self.by_segment: dict[str, Trending] = {}
+        self.index = ItemIndex()  # item id <-> number, shared by the models' arrays
         self.covisit = CoVisitation(c.covisit_half_life_s, c.covisit_window, c.covisit_recency, c.covisit_neighbours,
-                                    c.covisit_alpha, c.covisit_beta)
+                                    c.covisit_alpha, c.covisit_beta, index=self.index)
+        self._scratch = Scratch()  # work arrays of the blend, and the excluded-items mask
         self.segmenter = Segmenter(c.segments)
         self.detector = AnomalyDetector(c.anomaly)
         self.users: OrderedDict[str, UserRecState] = OrderedDict()
@@ -200,42 +206,45 @@ class Engine:
         item = ev.item_id
         if item is None:
             return
-        if ev.category:
-            self.item_categories[item] = ev.category
-        if not st.anomaly["flagged"] and weight > 0:
+        number = self.index.add(item)
+        category = ev.category
+        if category:
+            self.item_categories[item] = category
+        flagged = st.anomaly["flagged"]
+        if not flagged and weight > 0:
             # Flagged users do not feed the global models.
-            self.trending.learn_one(item, weight, ev.ts)
-            for cat in ev.category:
+            ts = ev.ts
+            self.trending.learn_one(item, weight, ts)
+            for cat in category:
                 t = self.by_category.get(cat)
                 if t is None:
                     t = self.by_category[cat] = Trending(self.config.trending_half_life_s)
-                t.learn_one(item, weight, ev.ts)
+                t.learn_one(item, weight, ts)
                 self._dirty_categories.add(cat)
             if st.segment is not None:
                 t = self.by_segment.get(st.segment)
                 if t is None:
                     t = self.by_segment[st.segment] = Trending(self.config.trending_half_life_s)
-                t.learn_one(item, weight, ev.ts)
-            self._dirty_items.update(self.covisit.learn_one(st.recent, item, weight, ev.ts))
-        elif st.anomaly["flagged"]:
+                t.learn_one(item, weight, ts)
+            self._dirty_items.update(self.covisit.learn_one(st.recent, item, weight, ts))
+        elif flagged:
             self.events_flagged += 1
         if weight > 0:
             recent = st.recent
-            if recent and recent[-1] != item:
-                try:
-                    recent.remove(item)  # keep items distinct: a revisit moves it to the end
-                except ValueError:
-                    pass
             if not recent or recent[-1] != item:
+                if item in recent:
+                    recent.remove(item)  # keep items distinct: a revisit moves it to the end
                 recent.append(item)
-            if len(recent) > self.config.max_recent:
-                del recent[0]
-        st.seen.pop(item, None)
-        st.seen[item] = None
-        if len(st.seen) > self.config.max_seen:
-            del st.seen[next(iter(st.seen))]
+                if len(recent) > self.config.max_recent:
+                    del recent[0]
+        seen = st.seen
+        if item in seen:
+            del seen[item]
+        seen[item] = number
+        if len(seen) > self.config.max_seen:
+            del seen[next(iter(seen))]
         if ev.type == "purchase":
-            st.purchased[item] = None
+            st.purchased[item] = number
             if len(st.purchased) > self.config.max_seen:
                 del st.purchased[next(iter(st.purchased))]
 
@@ -263,45 +272,120 @@ class Engine:
         return changed
 
     # -- recommendations -----------------------------------------------------------
-    def candidates(self, st: UserRecState, now: int, exclude: Collection[str] = ()) -> list[Source]:
-        """Candidate sources for one user (see :mod:`pulse.operators.recommend`)."""
+    def _parts(self, st: UserRecState, now: int, banned: Optional[np.ndarray]) -> tuple[list, list, list, list, list]:
+        """The candidate parts for one user as arrays of item numbers (see
+        :func:`~pulse.operators.recommend.blend_parts`): (kinds, reasons, numbers, scores,
+        factors). Trending-like parts offer the best ``2k`` of their cached ranking that
+        are not ``banned``; co-visitation parts are the seeds' cached neighbour lists."""
         depth = self.config.blend.k * 2
-        sources = [source("trending", dict(self.trending.head(now, depth, exclude)))]
-        if st.anomaly["flagged"]:
-            return sources
+        numbers = self.index.numbers
+        flagged = st.anomaly["flagged"]
+        # trending, then the user's top categories and segment
+        heads: list[tuple[Trending, str, str, float]] = [(self.trending, "trending", "trending", 1.0)]
+        if not flagged:
+            for cat, affinity in st.categories[:3]:
+                t = self.by_category.get(cat)
+                if t is not None and affinity > 0:
+                    heads.append((t, "category", f"category:{cat}", affinity))
+            if st.segment is not None:
+                t = self.by_segment.get(st.segment)
+                if t is not None:
+                    heads.append((t, "segment", "segment", 1.0))
+        arrays = [t.head_arrays(numbers) for t, _, _, _ in heads]
+        picked: list[tuple[np.ndarray, np.ndarray]] = []
+        if banned is None:
+            picked = [(h[:depth], v[:depth]) for h, v in arrays]
+        else:
+            # all heads at once: keep each head's first `depth` items that are not banned
+            lens = [len(h) for h, _ in arrays]
+            every = np.concatenate([h for h, _ in arrays])
+            ok = ~banned[every]
+            rank = np.cumsum(ok)
+            before = [0]
+            for end in np.cumsum(lens).tolist():
+                before.append(int(rank[end - 1]) if end else 0)
+            rank -= np.repeat(before[:-1], lens)
+            keep = np.flatnonzero(ok & (rank <= depth))
+            chosen = every[keep]
+            vals = np.concatenate([v for _, v in arrays])[keep]
+            at = 0
+            for h in range(len(heads)):
+                size = min(depth, before[h + 1] - before[h])
+                picked.append((chosen[at:at + size], vals[at:at + size]))
+                at += size
+        kinds: list[str] = []
+        reasons: list[str] = []
+        idx: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        factors: list[float] = []
+
+        def add_head(h: int) -> None:
+            t, kind, reason, f = heads[h]
+            js, vs = picked[h]
+            if len(js):
+                kinds.append(kind)
+                reasons.append(reason)
+                idx.append(js)
+                scores.append(vs)
+                factors.append(f * t.factor(now))
+
+        add_head(0)
+        if flagged:
+            return kinds, reasons, idx, scores, factors
         # co-visitation: neighbours of the last few distinct items, newer ones count more
-        scores: dict[str, float] = {}
-        parts = []
-        get = scores.get
         gamma = self.config.recs_seed_recency
         f = 1.0
-        neighbours = self.covisit.neighbours
+        ranked = self.covisit.ranked
         recent = st.recent
         for k in range(len(recent) - 1, max(-1, len(recent) - 1 - self.config.recs_seed_items), -1):
             seed = recent[k]
-            norm, ranked, lookup = neighbours(seed)
-            if ranked:
-                g = f * norm
-                for j, s in ranked:
-                    scores[j] = get(j, 0.0) + s * g
-                parts.append((f"co_visit:{seed}", lookup, g))
+            i = numbers.get(seed)
+            if i is not None:
+                js, sc = ranked(i)
+                if len(js):
+                    kinds.append("co_visit")
+                    reasons.append(f"co_visit:{seed}")
+                    idx.append(js)
+                    scores.append(sc)
+                    factors.append(f)
             f *= gamma
-        if scores:
-            sources.append(Source("co_visit", scores, parts))
-        # category affinity × trending within the category
-        scores, parts = {}, []
-        for cat, affinity in st.categories[:3]:
-            t = self.by_category.get(cat)
-            if t is not None and affinity > 0:
-                top = dict(t.head(now, depth, exclude))
-                for j, s in top.items():
-                    scores[j] = scores.get(j, 0.0) + s * affinity
-                parts.append((f"category:{cat}", top, affinity))
-        if scores:
-            sources.append(Source("category", scores, parts))
-        if st.segment is not None and st.segment in self.by_segment:
-            sources.append(source("segment", dict(self.by_segment[st.segment].head(now, depth, exclude))))
-        return sources
+        for h in range(1, len(heads)):
+            add_head(h)
+        return kinds, reasons, idx, scores, factors
+
+    def _banned_for(self, exclude: dict[str, int]) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """Mark ``exclude`` (item -> number) in the scratch mask: (the mask, the marked
+        numbers to clear afterwards), or (None, None) when nothing is excluded."""
+        if not exclude:
+            return None, None
+        scratch = self._scratch
+        scratch.ensure(len(self.index))
+        marked = np.fromiter(exclude.values(), dtype=np.intp, count=len(exclude))
+        scratch.banned[marked] = True
+        return scratch.banned, marked
+
+    def candidates(self, st: UserRecState, now: int, exclude: Collection[str] = ()) -> list[Source]:
+        """Candidate sources for one user (see :mod:`pulse.operators.recommend`), as
+        dicts: for inspection; :meth:`recommend` blends the same parts as arrays. Each
+        part's scores are already multiplied by its factor."""
+        numbers = self.index.numbers
+        banned, marked = self._banned_for({i: numbers[i] for i in exclude if i in numbers})
+        try:
+            kinds, reasons, idx, scores, factors = self._parts(st, now, banned)
+        finally:
+            if marked is not None:
+                self._scratch.banned[marked] = False
+        ids = self.index.ids
+        sources: dict[str, Source] = {}
+        for kind, reason, js, sc, f in zip(kinds, reasons, idx, scores, factors):
+            part = {ids[j]: s * f for j, s in zip(js.tolist(), sc.tolist())}
+            src = sources.get(kind)
+            if src is None:
+                src = sources[kind] = Source(kind, {}, [])
+            for j, s in part.items():
+                src.scores[j] = src.scores.get(j, 0.0) + s
+            src.parts.append((reason, part, 1.0))
+        return list(sources.values())
 
     def recommend(self, user_id: str, now: Optional[int] = None, exclude_seen: Optional[bool] = None) -> list[Rec]:
         """The user's current list (``exclude_seen`` overrides the configuration)."""
@@ -309,8 +393,14 @@ class Engine:
         now = self.clock if now is None else now
         if exclude_seen is None:
             exclude_seen = self.config.blend.exclude_seen
-        exclude = st.seen if exclude_seen else st.purchased
-        return blend(self.candidates(st, now, exclude), self.config.blend, exclude, self.item_categories)
+        banned, marked = self._banned_for(st.seen if exclude_seen else st.purchased)
+        try:
+            kinds, reasons, idx, scores, factors = self._parts(st, now, banned)
+            return blend_parts(kinds, reasons, idx, scores, factors, self.config.blend, self.index.ids, banned,
+                               self.item_categories, self._scratch)
+        finally:
+            if marked is not None:
+                self._scratch.banned[marked] = False
 
     def _schedule_recs(self, user_id: str, st: UserRecState, ts: int, writes: list[Write]) -> None:
         interval = int(self.config.recs_interval_s * 1000)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple, Optional, Sequence, Union
 
 import redis
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 log = logging.getLogger("pulse.store")
 
@@ -207,27 +207,44 @@ class RedisStore:
                     self.stats.user_ids.add(key[key.index("{") + 1 : -len("}:profile")])
 
 
-class _StorePartition(StatelessSinkPartition[Write]):
+class _StorePartition(StatefulSinkPartition[Write, None]):
     def __init__(self, store: RedisStore) -> None:
         self.store = store
 
-    def write_batch(self, items: list[Write]) -> None:
-        self.store.add(items)
+    def write_batch(self, values: list[Write]) -> None:
+        self.store.add(values)
+
+    def snapshot(self) -> None:
+        # Bytewax snapshots at the end of each epoch and, on a resume, replays only what
+        # came after: everything of this epoch must be in Redis before the snapshot
+        # counts, or a crash would lose the writes still waiting to be coalesced.
+        self.store.flush()
+        return None
 
     def close(self) -> None:
         self.store.close()
 
 
-class RedisSink(DynamicSink[Write]):
-    """A Bytewax sink writing :data:`Write` values through one :class:`RedisStore`
-    per worker. ``on_store`` is told of each store built (run summaries read its stats)."""
+class RedisSink(FixedPartitionedSink[Write, None]):
+    """A Bytewax sink writing :data:`Write` values through one :class:`RedisStore`.
+
+    Its single partition lives on one worker; the store flushes synchronously at each
+    epoch's snapshot, so with recovery nothing acknowledged is lost (output is
+    at-least-once, and every write is idempotent). ``on_store`` is told of the store
+    built (run summaries read its stats)."""
 
     def __init__(self, url: str, flush_interval_s: float = 0.05, on_store=None) -> None:
         self.url = url
         self.flush_interval_s = flush_interval_s
         self.on_store = on_store
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
+    def list_parts(self) -> list[str]:
+        return ["redis"]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _StorePartition:
         store = RedisStore(self.url, flush_interval_s=self.flush_interval_s)
         if self.on_store is not None:
             self.on_store(store)

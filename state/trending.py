@@ -8,8 +8,9 @@ value is ``stored · e^(−λ·(now − landmark))``. The landmark moves forward
 the counts) before the exponent could overflow.
 
 An increment is one dict update. Reading the exact top ``n`` is a partial selection over
-the table; the recommendation hot path reads :meth:`Trending.head`, a cached ranking of the
-best few hundred keys rebuilt every so many increments.
+the table; the recommendation hot path reads :meth:`Trending.head` (or, vectorised,
+:meth:`Trending.head_arrays`), a cached ranking of the best few hundred keys rebuilt every
+so many increments, whose counts are kept current in between.
 
 Example:
 
@@ -27,8 +28,9 @@ from __future__ import annotations
 import heapq
 import math
 from operator import itemgetter
-from typing import Collection, Iterable, Optional
+from typing import Collection, Iterable, Mapping, Optional
 
+import numpy as np
 
 _MAX_EXPONENT = 300.0
 
@@ -43,7 +45,8 @@ class Trending:
     Ties rank by key, so the order is deterministic.
     """
 
-    __slots__ = ("decay", "max_keys", "landmark", "counts", "learned", "_head", "_head_at", "_head_size")
+    __slots__ = ("decay", "max_keys", "landmark", "counts", "learned", "_head", "_head_at", "_head_size",
+                 "_head_pos", "_head_vals", "_head_idx", "_scale_ts", "_scale_f")
 
     def __init__(self, half_life_s: float = 86_400.0, max_keys: int = 1_000_000) -> None:
         self.decay = 0.0 if math.isinf(half_life_s) else math.log(2) / (half_life_s * 1000)
@@ -54,11 +57,18 @@ class Trending:
         self._head: list[str] = []
         self._head_at = -(1 << 62)
         self._head_size = 0
+        self._head_pos: dict[str, int] = {}  # key -> position in _head
+        self._head_vals = np.zeros(0)  # stored counts of _head, kept current by learn_one
+        self._head_idx: Optional[np.ndarray] = None  # _head as item numbers (head_arrays)
+        self._scale_ts: Optional[int] = None
+        self._scale_f = 1.0
 
     def __len__(self) -> int:
         return len(self.counts)
 
     def _scale(self, ts: int) -> float:
+        if ts == self._scale_ts:
+            return self._scale_f
         if self.landmark is None:
             self.landmark = ts
         if not self.decay:
@@ -67,15 +77,22 @@ class Trending:
         if x > _MAX_EXPONENT:
             f = math.exp(-x)
             self.counts = {k: v * f for k, v in self.counts.items()}
+            self._head_vals = self._head_vals * f
             self.landmark = ts
             x = 0.0
-        return math.exp(x)
+        self._scale_ts = ts
+        self._scale_f = math.exp(x)
+        return self._scale_f
 
     def learn_one(self, key: str, weight: float, ts: int) -> None:
         """Add ``weight`` for ``key`` at event time ``ts``."""
         counts = self.counts
-        counts[key] = counts.get(key, 0.0) + weight * self._scale(ts)
+        inc = weight * self._scale(ts)
+        counts[key] = counts.get(key, 0.0) + inc
         self.learned += 1
+        pos = self._head_pos.get(key)
+        if pos is not None:
+            self._head_vals[pos] += inc
         if len(counts) > self.max_keys:
             self.counts = dict(heapq.nlargest(self.max_keys // 2, counts.items(), key=itemgetter(1)))
             self._head_at = -(1 << 62)
@@ -100,12 +117,34 @@ class Trending:
         table per request would. Keys beyond ``size`` are not offered."""
         if self.landmark is None:
             return []
+        self._refresh_head(size)
+        return self._read(now, self._head, n, exclude)
+
+    def head_arrays(self, numbers: Mapping[str, int], size: int = 200) -> tuple[np.ndarray, np.ndarray]:
+        """The ranking :meth:`head` reads, vectorised: the ranked keys as numbers (looked
+        up in ``numbers``) and their current *stored* counts (times :meth:`factor` gives
+        their values). The arrays are shared: do not modify them."""
+        self._refresh_head(size)
+        idx = self._head_idx
+        if idx is None:
+            idx = self._head_idx = np.fromiter((numbers[k] for k in self._head), dtype=np.intp, count=len(self._head))
+        return idx, self._head_vals
+
+    def factor(self, now: int) -> float:
+        """What a stored count is multiplied by to give its value as of ``now``."""
+        if self.landmark is None:
+            return 0.0
+        return math.exp(-self.decay * (now - self.landmark))
+
+    def _refresh_head(self, size: int) -> None:
         if self.learned - self._head_at >= max(100, len(self.counts) // 20) or size > self._head_size:
             counts = self.counts
-            self._head = sorted(heapq.nlargest(size, counts, key=counts.get), key=lambda key: (-counts[key], key))
+            head = self._head = sorted(heapq.nlargest(size, counts, key=counts.get), key=lambda key: (-counts[key], key))
+            self._head_pos = {k: p for p, k in enumerate(head)}
+            self._head_vals = np.fromiter((counts[k] for k in head), dtype=np.float64, count=len(head))
+            self._head_idx = None
             self._head_at = self.learned
             self._head_size = size
-        return self._read(now, self._head, n, exclude)
 
     def _read(self, now: int, ranked: list[str], n: int, exclude: Collection[str]) -> list[tuple[str, float]]:
         f = math.exp(-self.decay * (now - self.landmark))

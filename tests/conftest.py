@@ -29,12 +29,13 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server process on loopback that tests may stop and start again."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, persistent: bool = False) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server is not installed: run .ci/run, or `apt-get install redis-server`")
         self.port = free_port()
         self.workdir = workdir
+        self.persistent = persistent  # append-only file: data survives a restart
         self.proc: subprocess.Popen | None = None
 
     def url(self, db: int = 0) -> str:
@@ -42,7 +43,8 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
              "--dir", str(self.workdir), "--databases", "64"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
