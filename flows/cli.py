@@ -67,14 +67,18 @@ def _progress(label: str):
     return progress, update
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _main(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more (to stderr)."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if version:
         typer.echo(__version__)
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
         raise typer.Exit()
 
 
@@ -145,7 +149,13 @@ def replay(
             if value is not None:
                 args += [flag, str(value)]
         try:
+            if recovery is not None:  # created once, here, before the processes race for it
+                from pulse.flows.replay import prepare_recovery
+
+                prepare_recovery(recovery, processes * workers)
             _print_summary(run_local_cluster(args, processes))
+        except UsageError as e:
+            _fail(str(e))
         except RuntimeError as e:
             _fail(str(e), code=1)
         return

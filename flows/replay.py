@@ -42,13 +42,16 @@ def make_format(name: str, path: Path) -> Format:
     return Format.native()
 
 
-def prepare_recovery(db_dir: Path, partitions: int) -> RecoveryConfig:
+def prepare_recovery(db_dir: Path, partitions: int, create: bool = True) -> RecoveryConfig:
     """Bytewax's recovery store in ``db_dir``, created with ``partitions`` partitions
     the first time (that number must be at least the most workers ever run against
-    it: stop-and-start rescaling within it works)."""
+    it: stop-and-start rescaling within it works). Only one process may create it
+    (``create``): in a cluster, process 0."""
     db_dir = Path(db_dir)
     db_dir.mkdir(parents=True, exist_ok=True)
     existing = sorted(db_dir.glob("part-*.sqlite3"))
+    if not existing and not create:
+        raise UsageError(f"recovery store {db_dir} is empty: process 0 of the cluster creates it (or run `python -m bytewax.recovery {db_dir} N` first)")
     if not existing:
         init_db_dir(db_dir, partitions)
     elif len(existing) < partitions:
@@ -124,7 +127,7 @@ def replay(
     ``addresses`` this process is member ``process_id`` of a multi-process cluster.
     """
     total_workers = workers * max(1, len(addresses or ()))
-    recovery = prepare_recovery(Path(recovery_dir), total_workers) if recovery_dir else None
+    recovery = prepare_recovery(Path(recovery_dir), total_workers, create=process_id == 0) if recovery_dir else None
     path = Path(path)
     fmt = make_format(fmt_name, path)
     source = RecordedLogSource(path, fmt, batch_size=batch_size)
