@@ -20,6 +20,7 @@ tools (``kafka-consumer-groups.sh --describe --group pulse``) then show the lag.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import logging
 import signal
@@ -27,6 +28,7 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
@@ -71,6 +73,9 @@ def _error_cb(err: KafkaError) -> None:
 def check_topics(brokers: str | Sequence[str], topics: Sequence[str], timeout_s: float = 10.0) -> dict[str, int]:
     """Wait up to ``timeout_s`` (retrying with backoff) for the broker to answer, then
     check every topic exists. Returns partitions per topic; raises :class:`LiveError`."""
+    # A live run's state grows for hours: full garbage collections of it stalled the
+    # flow for up to 170 ms (measured); collect young objects far less often.
+    gc.set_threshold(settings.gc_threshold, 50, 1000)
     bootstrap = _bootstrap(brokers)
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _probe_log, "socket.connection.setup.timeout.ms": 3000})
     deadline = time.monotonic() + timeout_s
@@ -146,12 +151,23 @@ class StopControl:
 
 
 # -- source -----------------------------------------------------------------------------
-class _LivePartition(StatefulSourcePartition[KafkaSourceMessage, Optional[int]]):
+@dataclass(frozen=True)
+class NumberedMessage(KafkaSourceMessage):
+    """A ``KafkaSourceMessage`` with ``seq``: 0, 1, 2, ... over the records this source
+    emitted from the partition (offsets can have gaps: transactions, compaction). The
+    engine applies each partition's updates in ``seq`` order, so its input does not
+    depend on how Bytewax batched and grouped them (see pulse.operators.order)."""
+
+    seq: int = -1
+
+
+class _LivePartition(StatefulSourcePartition[KafkaSourceMessage, tuple]):
     """Bytewax's Kafka partition, plus: the stop conditions, and a monitoring-only
     commit of the position to the consumer group every 0.25 s."""
 
-    def __init__(self, inner: Any, name: str, control: StopControl, commit_every_s: float = 0.25) -> None:
+    def __init__(self, inner: Any, name: str, control: StopControl, count: int = 0, commit_every_s: float = 0.25) -> None:
         self.inner = inner
+        self.count = count  # records emitted from this partition (the next seq)
         self.name = name
         self.control = control
         self.commit_every_s = commit_every_s
@@ -164,20 +180,27 @@ class _LivePartition(StatefulSourcePartition[KafkaSourceMessage, Optional[int]])
             self._end()
             raise StopIteration
         before = self.inner._offset
-        batch = self._fetch()
-        if batch:
-            keep = self.control.take(len(batch))
-            if keep < len(batch):
-                batch = batch[:keep]
+        msgs = self._fetch()
+        if msgs:
+            keep = self.control.take(len(msgs))
+            if keep < len(msgs):
+                msgs = msgs[:keep]
                 # Resume (and commit) right after the last record emitted, not the last fetched.
-                self.inner._offset = batch[-1].offset + 1 if batch else before
+                self.inner._offset = msgs[-1].offset() + 1 if msgs else before
+        seq = self.count
+        batch = [
+            NumberedMessage(key=m.key(), value=m.value(), topic=m.topic(), headers=m.headers() or [], latency=m.latency(),
+                            offset=m.offset(), partition=m.partition(), timestamp=m.timestamp(), seq=seq + i)
+            for i, m in enumerate(msgs)
+        ]
+        self.count = seq + len(batch)
         now = time.monotonic()
         if now >= self._commit_at:
             self._commit()
             self._commit_at = now + self.commit_every_s
         return batch
 
-    def _fetch(self) -> List[KafkaSourceMessage]:
+    def _fetch(self) -> list:
         """Bytewax's ``next_batch`` without its 1 ms wait: ``consume(n, 0.001)`` blocks
         the worker for the whole millisecond whenever fewer than ``n`` messages are
         queued (always, at a steady rate), once per partition per round. Here the
@@ -186,7 +209,7 @@ class _LivePartition(StatefulSourcePartition[KafkaSourceMessage, Optional[int]])
         inner = self.inner
         if inner._eof:
             raise StopIteration
-        batch: List[KafkaSourceMessage] = []
+        batch = []
         last = None
         for msg in inner._consumer.consume(inner._batch_size, 0):
             err = msg.error()
@@ -195,10 +218,7 @@ class _LivePartition(StatefulSourcePartition[KafkaSourceMessage, Optional[int]])
                     inner._eof = True
                     break
                 raise RuntimeError(f"error consuming from Kafka topic {inner._topic!r} partition {inner._part_idx}: {err}")
-            batch.append(
-                KafkaSourceMessage(key=msg.key(), value=msg.value(), topic=msg.topic(), headers=msg.headers() or [],
-                                   latency=msg.latency(), offset=msg.offset(), partition=msg.partition(), timestamp=msg.timestamp())
-            )
+            batch.append(msg)
             last = msg.offset()
         if last is not None:
             inner._offset = last + 1
@@ -225,15 +245,15 @@ class _LivePartition(StatefulSourcePartition[KafkaSourceMessage, Optional[int]])
         except KafkaException:
             pass
 
-    def snapshot(self) -> Optional[int]:
-        return self.inner.snapshot()
+    def snapshot(self) -> tuple:
+        return (self.inner.snapshot(), self.count)
 
     def close(self) -> None:
         self._end()
         self.inner.close()
 
 
-class LiveKafkaSource(FixedPartitionedSource[KafkaSourceMessage, Optional[int]]):
+class LiveKafkaSource(FixedPartitionedSource[KafkaSourceMessage, tuple]):
     """A ``KafkaSource`` whose partitions end on :class:`StopControl`'s word."""
 
     def __init__(self, inner: KafkaSource, parts: List[str], control: StopControl) -> None:
@@ -246,13 +266,16 @@ class LiveKafkaSource(FixedPartitionedSource[KafkaSourceMessage, Optional[int]])
         # waits forever for an unreachable broker.
         return self.parts
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _LivePartition:
-        return _LivePartition(self.inner.build_part(step_id, for_part, resume_state), for_part, self.control)
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[tuple]) -> _LivePartition:
+        offset, count = resume_state if resume_state is not None else (None, 0)
+        return _LivePartition(self.inner.build_part(step_id, for_part, offset), for_part, self.control, count)
 
 
 def to_raw(msg: KafkaSourceMessage) -> Raw:
-    """A Kafka message as the dataflow's :class:`Raw` record (``topic/partition``, offset)."""
-    return Raw(f"{msg.topic}/{msg.partition}", msg.offset, msg.value if msg.value is not None else b"")
+    """A Kafka message as the dataflow's :class:`Raw` record: ``topic/partition``, the
+    offset, the value, and the record's index in its partition (``seq``, see
+    :class:`NumberedMessage`)."""
+    return Raw(f"{msg.topic}/{msg.partition}", msg.offset, msg.value if msg.value is not None else b"", getattr(msg, "seq", -1))
 
 
 # -- dead letters to Kafka ----------------------------------------------------------------
@@ -427,11 +450,12 @@ def run_live(
         add_config={"group.id": group_id, "error_cb": _error_cb, "logger": _rdkafka_log},
     )
     source = LiveKafkaSource(kafka, [f"{p}-{topic}" for p in range(parts[topic])], control)
+    sources = [f"{topic}/{p}" for p in range(parts[topic])]  # Raw.source of each partition (to_raw)
     flow = build_flow(
         "pulse_live",
         source,
         fmt,
-        step_options(settings, live=True, snapshots=recovery_dir is not None),
+        step_options(settings, live=True, snapshots=recovery_dir is not None, ordered_sources=sources),
         redis_url,
         dlq_sink,
         handles,

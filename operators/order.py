@@ -43,7 +43,7 @@ class SequencedMerge:
     """
 
     def __init__(self, sources: Sequence[str], ts_of: Callable[[Any], int], key_of: Callable[[Any], Any],
-                 held_order: Callable[[Any], Any] = lambda x: 0) -> None:
+                 held_order: Callable[[Any], Any] = lambda x: 0, live: bool = False) -> None:
         self.order = {s: i for i, s in enumerate(sources)}
         self.next = {s: 0 for s in sources}
         self.ends: dict[str, int] = {}
@@ -52,6 +52,9 @@ class SequencedMerge:
         self.ts_of = ts_of
         self.key_of = key_of
         self.held_order = held_order
+        #: live runs: only restore each partition's own order (never wait for another
+        #: partition, which may be idle), and release updates without an event at once
+        self.live = live
 
     @property
     def waiting(self) -> int:
@@ -66,6 +69,8 @@ class SequencedMerge:
         else:
             key = self.key_of(item)
             if key is None:
+                if self.live:
+                    return [item]
                 self.held.append(item)
                 return []
             self.buffers[key[0]][key[1]] = item
@@ -74,15 +79,15 @@ class SequencedMerge:
     def _release(self) -> list[Any]:
         out: list[Any] = []
         buffers, nxt, ends = self.buffers, self.next, self.ends
-        if len(buffers) == 1:  # the common case: one partition, items in seq order
-            (src, buf), = buffers.items()
-            n = nxt[src]
-            while n in buf:
-                item = buf.pop(n)
-                n += 1
-                if item is not None:
-                    out.append(item)
-            nxt[src] = n
+        if len(buffers) == 1 or self.live:  # each partition's items in seq order
+            for src, buf in buffers.items():
+                n = nxt[src]
+                while n in buf:
+                    item = buf.pop(n)
+                    n += 1
+                    if item is not None:
+                        out.append(item)
+                nxt[src] = n
             return out
         while True:
             best = None

@@ -13,9 +13,10 @@ The blend is ``Σ weight(source) · score``; each item's ``reason`` is the sourc
 contributed most. Excluded items (purchased, or everything seen when configured) never
 appear, and at most ``max_category_share`` of the list may come from one category.
 
-The arithmetic is vectorised: :func:`blend_parts` takes every part as numpy arrays of item
-numbers and scores (the engine's hot path); :func:`blend` takes :class:`Source` dicts and
-numbers their items first.
+The arithmetic is vectorised: :func:`blend_parts` takes every part as item numbers and
+scores (numpy arrays or lists; the engine's hot path) and sums them per kind with a few
+numpy calls whatever the number of parts; :func:`blend` takes :class:`Source` dicts and
+numbers their items first. Reasons are worked out for the recommended items only.
 
 Example:
 
@@ -50,6 +51,19 @@ class Rec(NamedTuple):
     reason: str
 
 
+class Part(NamedTuple):
+    """One part of a source in item numbers (see :func:`blend_parts`): ``numbers`` (a
+    numpy array or a list; distinct) offered with ``scores × factor``; ``lookup`` may
+    give the same as a dict (number -> score) to spare building one for reasons."""
+
+    kind: str
+    reason: str
+    numbers: Sequence[int]
+    scores: Sequence[float]
+    factor: float = 1.0
+    lookup: Optional[Mapping[int, float]] = None
+
+
 class Source(NamedTuple):
     """One kind of candidates: ``scores`` summed over its parts, and the parts themselves
     (``reason``, part scores, factor) so that each recommended item can name the part
@@ -74,155 +88,175 @@ def blend(
     """Blend the sources: ``Σ weight(kind) · score / best score of the kind``."""
     numbers: dict[str, int] = {}
     ids: list[str] = []
-    kinds, reasons, idx, scores, factors = [], [], [], [], []
+    parts = []
     for src in sources:
         for reason, part, f in src.parts:
             if not part:
                 continue
-            nums = []
+            part_nums = []
             for item in part:
                 n = numbers.get(item)
                 if n is None:
                     n = numbers[item] = len(ids)
                     ids.append(item)
-                nums.append(n)
-            kinds.append(src.kind)
-            reasons.append(reason)
-            idx.append(np.array(nums, dtype=np.intp))
-            scores.append(np.fromiter(part.values(), dtype=np.float64, count=len(part)))
-            factors.append(f)
-    banned = np.fromiter((i in exclude for i in ids), dtype=bool, count=len(ids)) if exclude else None
-    return blend_parts(kinds, reasons, idx, scores, factors, config, ids, banned, category_of)
+                part_nums.append(n)
+            parts.append(Part(src.kind, reason, part_nums, [float(v) for v in part.values()], f))
+    return blend_parts(parts, config, ids, exclude, category_of)
 
 
 class Scratch:
-    """Work arrays of :func:`blend_parts` over item numbers, reused between calls (and
-    left as found: zeros, and ``False`` in ``banned``, which callers may use to mark
-    excluded items)."""
+    """Work arrays of :func:`blend_parts`, reused between calls and left all zeros."""
 
-    __slots__ = ("size", "rows", "acc", "slot", "tag", "banned", "arange")
+    __slots__ = ("size", "rows", "acc", "slot", "arange")
 
     def __init__(self, size: int = 1024, rows: int = 4) -> None:
-        self.size = size
-        self.rows = rows
-        self.acc = np.zeros(rows * size)  # row-major (kind, item number) sums
+        self.size = size  # item numbers below this fit
+        self.rows = rows  # kinds that fit
+        self.acc = np.zeros(rows * size)  # sums per (kind, item number), row-major
         self.slot = np.zeros(size, dtype=np.intp)
-        self.tag = np.full(size, -1, dtype=np.intp)
-        self.banned = np.zeros(size, dtype=bool)
-        self.arange = np.arange(size)
+        self.arange = np.arange(4 * size)
 
-    def ensure(self, size: int, rows: int = 4) -> None:
-        """Make room for item numbers below ``size`` and ``rows`` kinds."""
+    def ensure(self, size: int, rows: int, entries: int) -> None:
+        """Make room for item numbers below ``size``, ``rows`` kinds and ``entries``."""
         if size > self.size or rows > self.rows:
-            new = Scratch(max(size, 2 * self.size) if size > self.size else self.size, max(rows, self.rows))
-            new.banned[: self.size] = self.banned
-            for name in self.__slots__:
-                setattr(self, name, getattr(new, name))
+            self.__init__(max(size, 2 * self.size), max(rows, self.rows))  # type: ignore[misc]
+        if entries > len(self.arange):
+            self.arange = np.arange(2 * entries)
+
+
+_new_rec = tuple.__new__
 
 
 def blend_parts(
-    kinds: Sequence[str],
-    reasons: Sequence[str],
-    idx: Sequence[np.ndarray],
-    scores: Sequence[np.ndarray],
-    factors: Sequence[float],
+    parts: Sequence[Part],
     config: BlendConfig,
     ids: Sequence[str],
-    banned: Optional[np.ndarray],
+    exclude: Collection[str],
     category_of: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]],
     scratch: Optional[Scratch] = None,
 ) -> list[Rec]:
-    """:func:`blend` over parts given as arrays: part ``p`` of kind ``kinds[p]`` offers the
-    items numbered ``idx[p]`` (distinct within the part) with ``scores[p] · factors[p]``;
-    ``ids`` maps item numbers to ids and ``banned`` (a bool array over item numbers, or
-    None) marks the excluded ones. A kind's score of an item is the sum over its parts;
-    the reason of a recommended item is the part that gave most to its best kind (the
-    first such part on ties). ``scratch`` saves allocating work arrays per call.
+    """:func:`blend` over :class:`Part` s in item numbers (``ids`` maps numbers to item
+    ids): a kind's score of an item is the sum of ``score × factor`` over the kind's
+    parts. The reason of a recommended item is the part that gave most to its best kind
+    (the first such part on ties). ``scratch`` saves allocating work arrays per call.
 
     >>> import numpy as np
-    >>> recs = blend_parts(["co_visit", "co_visit", "trending"], ["co_visit:x", "co_visit:y", "trending"],
-    ...                    [np.array([0, 1]), np.array([1]), np.array([2, 0])],
-    ...                    [np.array([1.0, 0.5]), np.array([2.0]), np.array([4.0, 2.0])], [1.0, 0.5, 1.0],
-    ...                    BlendConfig(k=2), ["a", "b", "c"], np.array([False, False, False]), {})
+    >>> recs = blend_parts([Part("co_visit", "co_visit:x", np.array([0, 1]), np.array([1.0, 0.5])),
+    ...                     Part("co_visit", "co_visit:y", np.array([1]), np.array([2.0]), 0.5),
+    ...                     Part("trending", "trending", [2, 0], [4.0, 2.0])],
+    ...                    BlendConfig(k=2), ["a", "b", "c"], (), {})
     >>> [(r.item_id, r.score, r.reason) for r in recs]
     [('b', 1.0, 'co_visit:y'), ('a', 0.716667, 'co_visit:x')]
     """
     weights = config.weights
     kind_no: dict[str, int] = {}
-    use: list[int] = []
-    lens: list[int] = []
-    part_kind: list[int] = []
-    for p, kind in enumerate(kinds):
-        size = len(idx[p])
-        if size and weights.get(kind, 0.0) > 0:
-            use.append(p)
-            lens.append(size)
-            no = kind_no.get(kind)
-            if no is None:
-                no = kind_no[kind] = len(kind_no)
-            part_kind.append(no)
-    if not use:
+    kind_w: list[float] = []
+    # entries: the array parts first, then the list parts (joined into one list)
+    arrays: list[Part] = []
+    lists: list[Part] = []
+    for part in parts:
+        kind = part.kind
+        if kind not in kind_no:
+            w = weights.get(kind, 0.0)
+            if w <= 0:
+                kind_no[kind] = -1
+                continue
+            kind_no[kind] = len(kind_w)
+            kind_w.append(w)
+        elif kind_no[kind] < 0:
+            continue
+        if len(part.numbers):
+            (arrays if isinstance(part.numbers, np.ndarray) else lists).append(part)
+    used = arrays + lists
+    if not used:
         return []
-    nk = len(kind_no)
+    nk = len(kind_w)
+    nums = [p.numbers for p in arrays]
+    vals = [p.scores for p in arrays]
+    if lists:
+        joined_nums: list[int] = []
+        joined_vals: list[float] = []
+        for p in lists:
+            joined_nums += p.numbers
+            joined_vals += p.scores
+        nums.append(np.array(joined_nums, dtype=np.intp))
+        vals.append(np.array(joined_vals, dtype=np.float64))
+    items = np.concatenate(nums) if len(nums) > 1 else nums[0]
+    vals = np.concatenate(vals) if len(vals) > 1 else vals[0].copy()
+    n_entries = len(items)
     if scratch is None:
         scratch = Scratch(len(ids), nk)
-    else:
-        scratch.ensure(len(ids), nk)
+    scratch.ensure(len(ids), nk, n_entries)
     width = scratch.size
-    # every (part, item) entry, then sums per (kind, item) in the scratch accumulator
-    items = np.concatenate([idx[p] for p in use])
-    n_entries = len(items)
-    if n_entries > len(scratch.arange):
-        scratch.arange = np.arange(2 * n_entries)
-    entry_part = np.repeat(scratch.arange[: len(use)], lens)
-    vals = np.concatenate([scores[p] for p in use]) * np.array([factors[p] for p in use])[entry_part]
-    entry_kind = np.array(part_kind)[entry_part]
-    flat = entry_kind * width + items
+    lens = [len(p.numbers) for p in used]
+    part_kind = [kind_no[p.kind] for p in used]
+    vals *= np.repeat([p.factor for p in used], lens)
+    flat = items + np.repeat([k * width for k in part_kind], lens) if nk > 1 else items
+    # sums per (kind, item) in the scratch accumulator; the distinct items are those
+    # whose entry wins a scatter of the entry numbers
     acc = scratch.acc
     np.add.at(acc, flat, vals)
-    # the distinct items: one representative entry each
     slot = scratch.slot
     entry_no = scratch.arange[:n_entries]
     slot[items] = entry_no
     uniq = items[slot[items] == entry_no]
     per_kind = acc.reshape(scratch.rows, width)[:nk, uniq]
     acc[flat] = 0.0
-    best = per_kind.max(axis=1)
-    kind_w = np.array([weights[kind] for kind in kind_no]) / np.where(best == 0, 1.0, best)
-    total = kind_w @ per_kind
-    cand = scratch.arange[: len(uniq)] if banned is None else np.flatnonzero(~banned[uniq])
-    k = config.k
-    m = 2 * k  # most lists are settled within the best few times k: rank only those
-    if len(cand) > m:
-        cs = total[cand]
-        cut = np.partition(cs, len(cs) - m)[len(cs) - m]
-        cand = cand[cs >= cut]
-    order = cand[np.argsort(-total[cand], kind="stable")]
-    ranked_scores = total[order]
-    ranked = list(zip(order.tolist(), uniq[order].tolist(), ranked_scores.tolist()))
-    if len(ranked) > 1 and (ranked_scores[1:] == ranked_scores[:-1]).any():  # ties: by id
+    for k, best in enumerate(per_kind.max(axis=1).tolist()):
+        kind_w[k] /= best or 1.0
+    total = np.dot(kind_w, per_kind)
+    # the best 2k that are not excluded (most lists are settled within them), and any
+    # items tied with the last of them; ties are then ordered by id
+    m = 2 * config.k
+    n = len(total)
+    block = min(n, 3 * m)
+    ranked: list[tuple[int, int, float]] = []
+    while True:
+        if block < n:
+            top = np.argpartition(total, n - block)[n - block:]
+            top = top[np.argsort(-total[top], kind="stable")]
+        else:
+            top = np.argsort(-total, kind="stable")
+        last = None
+        ranked.clear()
+        for pos, number, score in zip(top.tolist(), uniq[top].tolist(), total[top].tolist()):
+            if len(ranked) >= m and score != last:
+                break
+            if exclude and ids[number] in exclude:
+                continue
+            ranked.append((pos, number, score))
+            last = score
+        else:
+            if block < n:  # ran out (or ties ran on): look further
+                block = n
+                continue
+        break
+    if len({r[2] for r in ranked}) < len(ranked):
         ranked.sort(key=lambda r: (-r[2], ids[r[1]]))
+        del ranked[m:]
     if callable(category_of):
         cats = category_of
     else:
         get = category_of.get
         cats = lambda item: get(item, ())  # noqa: E731
+    k = config.k
     cap = max(1, math.ceil(k * config.max_category_share))
     per_cat: dict[str, int] = {}
     chosen: list[tuple[int, int, float]] = []
     held: list[tuple[int, int, float]] = []
-    for r in ranked[:m]:
+    for r in ranked:
         item_cats = cats(ids[r[1]])
-        full = False
-        for c in item_cats:
-            if per_cat.get(c, 0) >= cap:
-                full = True
-                break
-        if full:
-            held.append(r)
-            continue
-        for c in item_cats:
-            per_cat[c] = per_cat.get(c, 0) + 1
+        if item_cats:
+            full = False
+            for c in item_cats:
+                if per_cat.get(c, 0) >= cap:
+                    full = True
+                    break
+            if full:
+                held.append(r)
+                continue
+            for c in item_cats:
+                per_cat[c] = per_cat.get(c, 0) + 1
         chosen.append(r)
         if len(chosen) >= k:
             break
@@ -230,19 +264,42 @@ def blend_parts(
     chosen.extend(held[: k - len(chosen)])
     if not chosen:
         return []
-    # Reasons, for the chosen items only: their best kind, then that kind's best part.
-    positions = [r[0] for r in chosen]
-    numbers = [r[1] for r in chosen]
-    best_kind = (per_kind[:, positions] * kind_w[:, None]).argmax(axis=0).tolist()
-    tag = scratch.tag
-    tag[numbers] = scratch.arange[: len(numbers)]
-    entry_tag = tag[items]
-    tag[numbers] = -1
-    entries = np.flatnonzero(entry_tag >= 0)
-    top = [-1.0] * len(chosen)
-    why = [""] * len(chosen)
-    for c, p, s in zip(entry_tag[entries].tolist(), entry_part[entries].tolist(), vals[entries].tolist()):
-        if part_kind[p] == best_kind[c] and s > top[c]:
-            top[c] = s
-            why[c] = reasons[use[p]]
-    return [Rec(ids[r[1]], round(r[2], 6), why[c]) for c, r in enumerate(chosen)]
+    # Reasons, for the chosen items only: their best kind, then that kind's best part
+    # (in the order the parts were given).
+    contrib = per_kind[:, [r[0] for r in chosen]].tolist()
+    by_kind: list[list[Part]] = [[] for _ in range(nk)]
+    for p in parts:
+        k_no = kind_no[p.kind]
+        if k_no >= 0 and len(p.numbers):
+            by_kind[k_no].append(p)
+    tables: list[Optional[list]] = [None] * nk
+    out = []
+    for c, (_, number, score) in enumerate(chosen):
+        best_kind, best = 0, -1.0
+        for k_no in range(nk):
+            v = contrib[k_no][c] * kind_w[k_no]
+            if v > best:
+                best_kind, best = k_no, v
+        candidates = by_kind[best_kind]
+        reason = candidates[0].reason
+        if len(candidates) > 1:
+            table = tables[best_kind]
+            if table is None:
+                table = tables[best_kind] = [(_lookup(p), p.factor, p.reason) for p in candidates]
+            top_v = -1.0
+            for lookup, f, why in table:
+                v = lookup.get(number)
+                if v is not None:
+                    v *= f
+                    if v > top_v:
+                        top_v, reason = v, why
+        out.append(_new_rec(Rec, (ids[number], round(score, 6), reason)))
+    return out
+
+
+def _lookup(part: Part) -> Mapping[int, float]:
+    if part.lookup is not None:
+        return part.lookup
+    nums, scores = part.numbers, part.scores
+    return dict(zip(nums.tolist() if isinstance(nums, np.ndarray) else nums,
+                    scores.tolist() if isinstance(scores, np.ndarray) else scores))

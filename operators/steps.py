@@ -177,7 +177,7 @@ class _EngineLogic(StatefulBatchLogic[EngineIn, Write, tuple]):
         else:
             self.engine = Engine(options.engine)
             self.merge = (
-                SequencedMerge(options.ordered_sources, _update_ts, _update_key, _update_user)
+                SequencedMerge(options.ordered_sources, _update_ts, _update_key, _update_user, live=options.live_idle_s is not None)
                 if options.ordered_sources is not None
                 else None
             )

@@ -33,7 +33,7 @@ from typing import Optional
 from pulse.operators.events import Event
 
 
-@dataclass
+@dataclass(slots=True)
 class WindowAgg:
     """Engagement features of one closed window of one user."""
 
@@ -52,20 +52,29 @@ class WindowAgg:
     last_ms: Optional[int] = None
 
     def add(self, ev: Event) -> None:
+        self._add(ev.type, ev.item_id, ev.category, ev.dwell_ms, ev.scroll_pct, ev.ts)
+
+    def _add(self, kind: str, item: Optional[str], category: tuple, dwell: Optional[int],
+             scroll: Optional[float], ts: int) -> None:
         self.events += 1
-        self.counts[ev.type] = self.counts.get(ev.type, 0) + 1
-        if ev.item_id is not None and len(self.items) < 10_000:
-            self.items.add(ev.item_id)
-        if ev.category and len(self.categories) < 1_000:
-            self.categories.update(ev.category)
-        if ev.dwell_ms is not None:
-            self.dwell_total_ms += ev.dwell_ms
+        counts = self.counts
+        counts[kind] = counts.get(kind, 0) + 1
+        if item is not None and len(self.items) < 10_000:
+            self.items.add(item)
+        if category and len(self.categories) < 1_000:
+            self.categories.update(category)
+        if dwell is not None:
+            self.dwell_total_ms += dwell
             self.dwell_n += 1
-        if ev.scroll_pct is not None:
-            self.scroll_total += ev.scroll_pct
+        if scroll is not None:
+            self.scroll_total += scroll
             self.scroll_n += 1
-        self.first_ms = ev.ts if self.first_ms is None else min(self.first_ms, ev.ts)
-        self.last_ms = ev.ts if self.last_ms is None else max(self.last_ms, ev.ts)
+        first = self.first_ms
+        if first is None or ts < first:
+            self.first_ms = ts
+        last = self.last_ms
+        if last is None or ts > last:
+            self.last_ms = ts
 
     # -- features ------------------------------------------------------------------
     @property
@@ -138,6 +147,8 @@ class UserWindows:
         self.session: Optional[WindowAgg] = None
         self.session_emitted_until: int = -1
         self.late = 0
+        self._names = {size: f"tumbling:{size // 1000}" for size in self.tumbling_ms}
+        self._next_end: Optional[int] = None  # the earliest end of an open tumbling window
 
     @property
     def watermark(self) -> Optional[int]:
@@ -145,16 +156,28 @@ class UserWindows:
 
     def learn_one(self, ev: Event) -> tuple[list[WindowAgg], list[Event]]:
         ts = ev.ts
-        late = any(ts < self.emitted_until.get(size, -1) for size in self.tumbling_ms) or ts < self.session_emitted_until
-        if late or (self.watermark is not None and ts < self.watermark):
+        late = ts < self.session_emitted_until
+        if not late:
+            emitted = self.emitted_until
+            for size in self.tumbling_ms:
+                if ts < emitted.get(size, -1):
+                    late = True
+                    break
+        max_ts = self.max_ts
+        if late or (max_ts is not None and ts < max_ts - self.lateness_ms):
             self.late += 1
             return [], [ev]
+        fields = (ev.type, ev.item_id, ev.category, ev.dwell_ms, ev.scroll_pct, ts)
+        open_ = self.open
         for size in self.tumbling_ms:
             start = ts - ts % size
-            agg = self.open.get((size, start))
+            agg = open_.get((size, start))
             if agg is None:
-                agg = self.open[(size, start)] = WindowAgg(f"tumbling:{size // 1000}", start, start + size)
-            agg.add(ev)
+                end = start + size
+                agg = open_[(size, start)] = WindowAgg(self._names[size], start, end)
+                if self._next_end is None or end < self._next_end:
+                    self._next_end = end
+            agg._add(*fields)
         closed: list[WindowAgg] = []
         s = self.session
         if s is not None and s.last_ms is not None and ts > s.last_ms + self.gap_ms:
@@ -162,23 +185,27 @@ class UserWindows:
             s = None
         if s is None:
             s = self.session = WindowAgg("session", ts, ts)
-        s.add(ev)
+        s._add(*fields)
         s.start_ms, s.end_ms = s.first_ms, s.last_ms
-        if self.max_ts is None or ts > self.max_ts:
-            self.max_ts = ts
-        closed.extend(self.advance(self.watermark))
+        if max_ts is None or ts > max_ts:
+            self.max_ts = max_ts = ts
+        watermark = max_ts - self.lateness_ms
+        if (self._next_end is not None and self._next_end <= watermark) or s.last_ms + self.gap_ms <= watermark:
+            closed.extend(self.advance(watermark))
         return closed, []
 
     def advance(self, watermark: Optional[int]) -> list[WindowAgg]:
         """Close every window that ends at or before ``watermark`` (event time, ms)."""
         if watermark is None:
             return []
-        done = [k for k, agg in self.open.items() if agg.end_ms <= watermark]
         closed = []
-        for key in sorted(done):
-            agg = self.open.pop(key)
-            self.emitted_until[key[0]] = max(self.emitted_until.get(key[0], -1), agg.end_ms)
-            closed.append(agg)
+        if self._next_end is not None and self._next_end <= watermark:
+            done = [k for k, agg in self.open.items() if agg.end_ms <= watermark]
+            for key in sorted(done):
+                agg = self.open.pop(key)
+                self.emitted_until[key[0]] = max(self.emitted_until.get(key[0], -1), agg.end_ms)
+                closed.append(agg)
+            self._next_end = min((agg.end_ms for agg in self.open.values()), default=None)
         if self.session is not None and self.session.last_ms + self.gap_ms <= watermark:
             closed.append(self._close_session())
         return closed

@@ -6,8 +6,10 @@ a user becomes a feature vector; a :class:`river.preprocessing.MinMaxScaler` fee
 :class:`river.anomaly.HalfSpaceTrees`, and a window is flagged when its score is above
 the running ``quantile`` of scores (:class:`river.stats.Quantile`) *and* it has at least
 ``min_events`` events (a quiet minute is never a flood). The detector scores each window
-before learning from it. A flagged user stays flagged until ``clear_after`` consecutive
-normal windows.
+before learning from it; windows of fewer than ``learn_min_events`` events (most minutes of
+most users) are neither scored nor learned, so the trees and the threshold describe the
+busier minutes, where floods are told apart. A flagged user stays flagged until
+``clear_after`` consecutive normal windows.
 
 The reason names the feature furthest above its own running mean, e.g.
 ``"events=240/min (typical 3)"``.
@@ -18,7 +20,7 @@ deep-copy).
 Example:
 
 >>> from pulse.operators.windows import WindowAgg
->>> det = AnomalyDetector(AnomalyConfig(warmup=0, min_events=1))
+>>> det = AnomalyDetector(AnomalyConfig(warmup=0, min_events=1, learn_min_events=1))
 >>> v = det.learn_one(WindowAgg("tumbling:60", 0, 60_000, events=2, counts={"view": 2}))
 >>> sorted(v)
 ['clear_in', 'flagged', 'reason', 'score']
@@ -46,6 +48,9 @@ class AnomalyConfig:
     warmup: int = 200
     clear_after: int = 3
     seed: int = 42
+    #: windows with fewer events are neither scored nor learned (score 0): they are
+    #: never anomalous, and skipping them spares the trees most of the windows
+    learn_min_events: int = 5
 
 
 def minute_features(w: WindowAgg) -> dict[str, float]:
@@ -85,23 +90,27 @@ class AnomalyDetector:
 
     def learn_one(self, w: WindowAgg, previous: Optional[dict] = None) -> dict:
         """Score one window, then learn from it; returns the user's verdict."""
-        x = minute_features(w)
-        self.scaler.learn_one(x)
-        xs = self.scaler.transform_one(x)
-        score = self.model.score_one(xs)
-        self.model.learn_one(xs)
-        threshold = self.threshold.get()
-        self.threshold.update(score)
-        self.seen += 1
-        reason = self._reason(w)
+        if w.events < self.config.learn_min_events:
+            score = 0.0
+            anomalous = False
+        else:
+            x = minute_features(w)
+            self.scaler.learn_one(x)
+            xs = self.scaler.transform_one(x)
+            score = self.model.score_one(xs)
+            self.model.learn_one(xs)
+            threshold = self.threshold.get()
+            self.threshold.update(score)
+            self.seen += 1
+            anomalous = (
+                self.seen > self.config.warmup
+                and threshold is not None
+                and score > threshold
+                and w.events >= self.config.min_events
+            )
+        reason = self._reason(w) if anomalous else ""
         for name, fn in _RAW.items():
             self.means[name].update(fn(w))
-        anomalous = (
-            self.seen > self.config.warmup
-            and threshold is not None
-            and score > threshold
-            and w.events >= self.config.min_events
-        )
         was = bool(previous and previous.get("flagged"))
         if anomalous:
             if not was:

@@ -36,8 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 _MAX_EXPONENT = 300.0
-_EMPTY_IDX = np.zeros(0, dtype=np.intp)
-_EMPTY_VAL = np.zeros(0, dtype=np.float64)
+_EMPTY: tuple[np.ndarray, np.ndarray, dict[int, float]] = (np.zeros(0, dtype=np.intp), np.zeros(0), {})
 
 
 class ItemIndex:
@@ -106,10 +105,12 @@ class CoVisitation:
         #: item number -> {neighbour number: decayed count}
         self.pairs: dict[int, dict[int, float]] = {}
         #: decayed popularity per item number (0 for items never learned here)
-        self.popularity = np.zeros(64, dtype=np.float64)
+        self.popularity: list[float] = []
+        self._pop_beta = np.ones(64)  # popularity^β per item number (1 when none)
         self._learned = 0  # items with a popularity
-        #: item number -> (neighbour numbers, their c / pop^β / pop(item)^α), or None
-        self._lists: list[Optional[tuple[np.ndarray, np.ndarray]]] = []
+        #: item number -> (neighbour numbers, their c / pop^β / pop(item)^α, the same as
+        #: a dict), or None
+        self._lists: list[Optional[tuple[np.ndarray, np.ndarray, dict[int, float]]]] = []
         self._updates: list[int] = []  # updates per item number since its list was built
 
     def __len__(self) -> int:
@@ -124,7 +125,10 @@ class CoVisitation:
         if x > _MAX_EXPONENT:
             f = math.exp(-x)
             self.pairs = {i: {j: c * f for j, c in n.items()} for i, n in self.pairs.items()}
-            self.popularity *= f
+            self.popularity = [p * f for p in self.popularity]
+            pb = np.array(self.popularity) ** self.beta
+            pb[pb <= 0] = 1.0
+            self._pop_beta[: len(pb)] = pb
             self._lists = [None] * len(self._lists)
             self.landmark = ts
             x = 0.0
@@ -132,12 +136,13 @@ class CoVisitation:
 
     def _grow(self, n: int) -> None:
         """Make room for item numbers below ``n``."""
-        if n > len(self.popularity):
-            pop = np.zeros(max(n, 2 * len(self.popularity)), dtype=np.float64)
-            pop[: len(self.popularity)] = self.popularity
-            self.popularity = pop
+        if n > len(self._pop_beta):
+            pb = np.ones(max(n, 2 * len(self._pop_beta)))
+            pb[: len(self._pop_beta)] = self._pop_beta
+            self._pop_beta = pb
         extra = n - len(self._lists)
         if extra > 0:
+            self.popularity.extend([0.0] * extra)
             self._lists.extend([None] * extra)
             self._updates.extend([0] * extra)
 
@@ -157,7 +162,8 @@ class CoVisitation:
         pop = self.popularity
         if not pop[i]:
             self._learned += 1
-        pop[i] += w
+        p = pop[i] = pop[i] + w
+        self._pop_beta[i] = p**self.beta
         touched = [item]
         pairs, updates, cap = self.pairs, self._updates, 2 * self.max_neighbours
         rw = self.recency_weights
@@ -168,7 +174,6 @@ class CoVisitation:
             if j == i:
                 continue
             inc = w * rw[d]
-            mine[j] = mine.get(j, 0.0) + inc
             nb = pairs.get(j)
             if nb is None:
                 nb = pairs[j] = {}
@@ -176,45 +181,42 @@ class CoVisitation:
             updates[j] += 1
             if len(nb) > cap:
                 pairs[j] = dict(heapq.nlargest(self.max_neighbours, nb.items(), key=itemgetter(1)))
+            mine[j] = mine.get(j, 0.0) + inc
+            updates[i] += 1
+            if len(mine) > cap:
+                mine = pairs[i] = dict(heapq.nlargest(self.max_neighbours, mine.items(), key=itemgetter(1)))
             touched.append(others[d])
-        updates[i] += len(touched) - 1
-        if len(mine) > cap:
-            pairs[i] = dict(heapq.nlargest(self.max_neighbours, mine.items(), key=itemgetter(1)))
         return touched
 
-    def ranked(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """The cached best neighbours of item number ``i``: (numbers, scores) with scores
-        ``c(i, j) / pop(j)^β / pop(i)^α``, in no particular order (see :meth:`similar`);
-        rebuilt after ``refresh_after`` updates."""
+    def ranked(self, i: int) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
+        """The cached best neighbours of item number ``i``: (numbers, scores, the same as
+        a dict) with scores ``c(i, j) / pop(j)^β / pop(i)^α``, in no particular order (see
+        :meth:`similar`); rebuilt after ``refresh_after`` updates. Do not modify them."""
         lists = self._lists
-        if i < len(lists):
-            cached = lists[i]
-            if cached is not None and self._updates[i] < self.refresh_after:
-                return cached
-        else:
-            return _EMPTY_IDX, _EMPTY_VAL
+        if i >= len(lists):
+            return _EMPTY
+        cached = lists[i]
+        if cached is not None and self._updates[i] < self.refresh_after:
+            return cached
         nb = self.pairs.get(i)
         if not nb:
-            return _EMPTY_IDX, _EMPTY_VAL
+            return _EMPTY
         n = len(nb)
         js = np.fromiter(nb.keys(), dtype=np.intp, count=n)
         scores = np.fromiter(nb.values(), dtype=np.float64, count=n)
-        pop = self.popularity
-        p = pop[js]
-        p[p <= 0] = 1.0
-        scores /= p**self.beta
+        scores /= self._pop_beta[js]
         size = self.list_size
         if n > size:
             cut = np.partition(scores, n - size)[n - size]
-            keep = np.flatnonzero(scores >= cut)
-            if len(keep) > size:  # ties at the cut: the smaller id wins
+            keep = scores >= cut
+            if np.count_nonzero(keep) > size:  # ties at the cut: the smaller id wins
                 ids = self.index.ids
-                best = sorted(keep.tolist(), key=lambda k: (-scores[k], ids[js[k]]))[:size]
+                best = sorted(np.flatnonzero(keep).tolist(), key=lambda k: (-scores[k], ids[js[k]]))[:size]
                 keep = np.array(best, dtype=np.intp)
             js, scores = js[keep], scores[keep]
-        pi = pop[i]
+        pi = self.popularity[i]
         scores *= 1.0 / (pi if pi > 0 else 1.0) ** self.alpha
-        entry = (js, scores)
+        entry = (js, scores, dict(zip(js.tolist(), scores.tolist())))
         lists[i] = entry
         self._updates[i] = 0
         return entry
@@ -224,7 +226,7 @@ class CoVisitation:
         i = self.index.numbers.get(item)
         if i is None:
             return []
-        js, scores = self.ranked(i)
+        js, scores, _ = self.ranked(i)
         ids = self.index.ids
         ranked = sorted(zip((ids[j] for j in js.tolist()), scores.tolist()), key=lambda js_: (-js_[1], js_[0]))
         return ranked[: n or self.list_size]

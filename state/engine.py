@@ -37,12 +37,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Collection, Iterable, NamedTuple, Optional, Sequence
 
+import numpy as np
 import orjson
 
-import numpy as np
-
 from pulse.operators.events import Event
-from pulse.operators.recommend import BlendConfig, Rec, Scratch, Source, blend_parts
+from pulse.operators.recommend import BlendConfig, Part, Rec, Scratch, Source, blend_parts
 from pulse.operators.windows import WindowAgg
 from pulse.state.anomaly import AnomalyConfig, AnomalyDetector
 from pulse.state.covisit import CoVisitation, ItemIndex
@@ -107,10 +106,8 @@ class UserRecState:
 
     def __init__(self) -> None:
         self.recent: list[str] = []  # distinct items, most recent last
-        # insertion-ordered sets of items; the values are the items' numbers in the
-        # engine's ItemIndex (so exclusions vectorise)
-        self.seen: dict[str, int] = {}
-        self.purchased: dict[str, int] = {}
+        self.seen: dict[str, None] = {}
+        self.purchased: dict[str, None] = {}
         self.categories: list[tuple[str, float]] = []
         self.profile: Optional[dict] = None
         self.segment: Optional[str] = None
@@ -120,6 +117,10 @@ class UserRecState:
         self.recs_due: Optional[int] = None
         self.recs_n = 0
         self.last_ts = 0
+
+
+_NO_USER = UserRecState()  # read-only stand-in for users the engine does not know
+_part = tuple.__new__  # Part(...) without the keyword handling
 
 
 def _iso(ms: int) -> str:
@@ -139,13 +140,13 @@ class Engine:
         self.config = config
         c = config
         self.keys = c.keys
-        self.trending = Trending(c.trending_half_life_s)
+        self.index = ItemIndex()  # item id <-> number, shared by the models' arrays
+        self.trending = Trending(c.trending_half_life_s, numbers=self.index.numbers)
         self.by_category: dict[str, Trending] = {}
         self.by_segment: dict[str, Trending] = {}
-        self.index = ItemIndex()  # item id <-> number, shared by the models' arrays
         self.covisit = CoVisitation(c.covisit_half_life_s, c.covisit_window, c.covisit_recency, c.covisit_neighbours,
                                     c.covisit_alpha, c.covisit_beta, index=self.index)
-        self._scratch = Scratch()  # work arrays of the blend, and the excluded-items mask
+        self._scratch = Scratch()  # work arrays of the blend
         self.segmenter = Segmenter(c.segments)
         self.detector = AnomalyDetector(c.anomaly)
         self.users: OrderedDict[str, UserRecState] = OrderedDict()
@@ -206,7 +207,7 @@ class Engine:
         item = ev.item_id
         if item is None:
             return
-        number = self.index.add(item)
+        self.index.add(item)
         category = ev.category
         if category:
             self.item_categories[item] = category
@@ -218,13 +219,13 @@ class Engine:
             for cat in category:
                 t = self.by_category.get(cat)
                 if t is None:
-                    t = self.by_category[cat] = Trending(self.config.trending_half_life_s)
+                    t = self.by_category[cat] = Trending(self.config.trending_half_life_s, numbers=self.index.numbers)
                 t.learn_one(item, weight, ts)
                 self._dirty_categories.add(cat)
             if st.segment is not None:
                 t = self.by_segment.get(st.segment)
                 if t is None:
-                    t = self.by_segment[st.segment] = Trending(self.config.trending_half_life_s)
+                    t = self.by_segment[st.segment] = Trending(self.config.trending_half_life_s, numbers=self.index.numbers)
                 t.learn_one(item, weight, ts)
             self._dirty_items.update(self.covisit.learn_one(st.recent, item, weight, ts))
         elif flagged:
@@ -240,11 +241,11 @@ class Engine:
         seen = st.seen
         if item in seen:
             del seen[item]
-        seen[item] = number
+        seen[item] = None
         if len(seen) > self.config.max_seen:
             del seen[next(iter(seen))]
         if ev.type == "purchase":
-            st.purchased[item] = number
+            st.purchased[item] = None
             if len(st.purchased) > self.config.max_seen:
                 del st.purchased[next(iter(st.purchased))]
 
@@ -272,135 +273,82 @@ class Engine:
         return changed
 
     # -- recommendations -----------------------------------------------------------
-    def _parts(self, st: UserRecState, now: int, banned: Optional[np.ndarray]) -> tuple[list, list, list, list, list]:
-        """The candidate parts for one user as arrays of item numbers (see
-        :func:`~pulse.operators.recommend.blend_parts`): (kinds, reasons, numbers, scores,
-        factors). Trending-like parts offer the best ``2k`` of their cached ranking that
-        are not ``banned``; co-visitation parts are the seeds' cached neighbour lists."""
+    def _parts(self, st: UserRecState, now: int) -> list[Part]:
+        """The candidate parts for one user, in item numbers (see
+        :func:`~pulse.operators.recommend.blend_parts`). Trending-like parts offer the
+        best ``2k`` of their cached ranking (items the user must not get are dropped
+        later, by the blend, so they still set their kind's scale); co-visitation parts
+        are the cached neighbour lists of the user's last few distinct items, newer ones
+        counting more. Kinds without weight are left out."""
+        weights = self.config.blend.weights
         depth = self.config.blend.k * 2
-        numbers = self.index.numbers
-        flagged = st.anomaly["flagged"]
-        # trending, then the user's top categories and segment
-        heads: list[tuple[Trending, str, str, float]] = [(self.trending, "trending", "trending", 1.0)]
-        if not flagged:
+        parts: list[Part] = []
+        add = parts.append
+        if weights.get("trending", 0.0) > 0:
+            t = self.trending
+            nums, stored = t.head_arrays(depth)
+            if len(nums):
+                add(_part(Part, ("trending", "trending", nums, stored, t.factor(now), None)))
+        if st.anomaly["flagged"]:
+            return parts
+        if weights.get("co_visit", 0.0) > 0:
+            gamma = self.config.recs_seed_recency
+            f = 1.0
+            ranked = self.covisit.ranked
+            known = self.index.numbers.get
+            recent = st.recent
+            for k in range(len(recent) - 1, max(-1, len(recent) - 1 - self.config.recs_seed_items), -1):
+                seed = recent[k]
+                i = known(seed)
+                if i is not None:
+                    js, sc, table = ranked(i)
+                    if len(js):
+                        add(_part(Part, ("co_visit", f"co_visit:{seed}", js, sc, f, table)))
+                f *= gamma
+        # category affinity × trending within the category
+        if weights.get("category", 0.0) > 0:
             for cat, affinity in st.categories[:3]:
                 t = self.by_category.get(cat)
                 if t is not None and affinity > 0:
-                    heads.append((t, "category", f"category:{cat}", affinity))
-            if st.segment is not None:
-                t = self.by_segment.get(st.segment)
-                if t is not None:
-                    heads.append((t, "segment", "segment", 1.0))
-        arrays = [t.head_arrays(numbers) for t, _, _, _ in heads]
-        picked: list[tuple[np.ndarray, np.ndarray]] = []
-        if banned is None:
-            picked = [(h[:depth], v[:depth]) for h, v in arrays]
-        else:
-            # all heads at once: keep each head's first `depth` items that are not banned
-            lens = [len(h) for h, _ in arrays]
-            every = np.concatenate([h for h, _ in arrays])
-            ok = ~banned[every]
-            rank = np.cumsum(ok)
-            before = [0]
-            for end in np.cumsum(lens).tolist():
-                before.append(int(rank[end - 1]) if end else 0)
-            rank -= np.repeat(before[:-1], lens)
-            keep = np.flatnonzero(ok & (rank <= depth))
-            chosen = every[keep]
-            vals = np.concatenate([v for _, v in arrays])[keep]
-            at = 0
-            for h in range(len(heads)):
-                size = min(depth, before[h + 1] - before[h])
-                picked.append((chosen[at:at + size], vals[at:at + size]))
-                at += size
-        kinds: list[str] = []
-        reasons: list[str] = []
-        idx: list[np.ndarray] = []
-        scores: list[np.ndarray] = []
-        factors: list[float] = []
-
-        def add_head(h: int) -> None:
-            t, kind, reason, f = heads[h]
-            js, vs = picked[h]
-            if len(js):
-                kinds.append(kind)
-                reasons.append(reason)
-                idx.append(js)
-                scores.append(vs)
-                factors.append(f * t.factor(now))
-
-        add_head(0)
-        if flagged:
-            return kinds, reasons, idx, scores, factors
-        # co-visitation: neighbours of the last few distinct items, newer ones count more
-        gamma = self.config.recs_seed_recency
-        f = 1.0
-        ranked = self.covisit.ranked
-        recent = st.recent
-        for k in range(len(recent) - 1, max(-1, len(recent) - 1 - self.config.recs_seed_items), -1):
-            seed = recent[k]
-            i = numbers.get(seed)
-            if i is not None:
-                js, sc = ranked(i)
-                if len(js):
-                    kinds.append("co_visit")
-                    reasons.append(f"co_visit:{seed}")
-                    idx.append(js)
-                    scores.append(sc)
-                    factors.append(f)
-            f *= gamma
-        for h in range(1, len(heads)):
-            add_head(h)
-        return kinds, reasons, idx, scores, factors
-
-    def _banned_for(self, exclude: dict[str, int]) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-        """Mark ``exclude`` (item -> number) in the scratch mask: (the mask, the marked
-        numbers to clear afterwards), or (None, None) when nothing is excluded."""
-        if not exclude:
-            return None, None
-        scratch = self._scratch
-        scratch.ensure(len(self.index))
-        marked = np.fromiter(exclude.values(), dtype=np.intp, count=len(exclude))
-        scratch.banned[marked] = True
-        return scratch.banned, marked
+                    nums, stored = t.head_arrays(depth)
+                    if len(nums):
+                        add(_part(Part, ("category", f"category:{cat}", nums, stored, affinity * t.factor(now), None)))
+        if st.segment is not None and weights.get("segment", 0.0) > 0:
+            t = self.by_segment.get(st.segment)
+            if t is not None:
+                nums, stored = t.head_arrays(depth)
+                if len(nums):
+                    add(_part(Part, ("segment", "segment", nums, stored, t.factor(now), None)))
+        return parts
 
     def candidates(self, st: UserRecState, now: int, exclude: Collection[str] = ()) -> list[Source]:
         """Candidate sources for one user (see :mod:`pulse.operators.recommend`), as
-        dicts: for inspection; :meth:`recommend` blends the same parts as arrays. Each
-        part's scores are already multiplied by its factor."""
-        numbers = self.index.numbers
-        banned, marked = self._banned_for({i: numbers[i] for i in exclude if i in numbers})
-        try:
-            kinds, reasons, idx, scores, factors = self._parts(st, now, banned)
-        finally:
-            if marked is not None:
-                self._scratch.banned[marked] = False
+        dicts, for inspection: :meth:`recommend` blends the same parts, in item numbers.
+        Each part's scores are already multiplied by its factor. Nothing is excluded here
+        (``exclude`` is ignored): the blend drops excluded items from every source."""
         ids = self.index.ids
         sources: dict[str, Source] = {}
-        for kind, reason, js, sc, f in zip(kinds, reasons, idx, scores, factors):
-            part = {ids[j]: s * f for j, s in zip(js.tolist(), sc.tolist())}
-            src = sources.get(kind)
+        for p in self._parts(st, now):
+            js = p.numbers.tolist() if isinstance(p.numbers, np.ndarray) else p.numbers
+            sc = p.scores.tolist() if isinstance(p.scores, np.ndarray) else p.scores
+            part = {ids[j]: s * p.factor for j, s in zip(js, sc)}
+            src = sources.get(p.kind)
             if src is None:
-                src = sources[kind] = Source(kind, {}, [])
+                src = sources[p.kind] = Source(p.kind, {}, [])
             for j, s in part.items():
                 src.scores[j] = src.scores.get(j, 0.0) + s
-            src.parts.append((reason, part, 1.0))
+            src.parts.append((p.reason, part, 1.0))
         return list(sources.values())
 
     def recommend(self, user_id: str, now: Optional[int] = None, exclude_seen: Optional[bool] = None) -> list[Rec]:
         """The user's current list (``exclude_seen`` overrides the configuration)."""
-        st = self.users.get(user_id) or UserRecState()
+        st = self.users.get(user_id) or _NO_USER
         now = self.clock if now is None else now
         if exclude_seen is None:
             exclude_seen = self.config.blend.exclude_seen
-        banned, marked = self._banned_for(st.seen if exclude_seen else st.purchased)
-        try:
-            kinds, reasons, idx, scores, factors = self._parts(st, now, banned)
-            return blend_parts(kinds, reasons, idx, scores, factors, self.config.blend, self.index.ids, banned,
-                               self.item_categories, self._scratch)
-        finally:
-            if marked is not None:
-                self._scratch.banned[marked] = False
+        exclude = st.seen if exclude_seen else st.purchased
+        return blend_parts(self._parts(st, now), self.config.blend, self.index.ids, exclude,
+                           self.item_categories, self._scratch)
 
     def _schedule_recs(self, user_id: str, st: UserRecState, ts: int, writes: list[Write]) -> None:
         interval = int(self.config.recs_interval_s * 1000)

@@ -110,15 +110,25 @@ class DecayedScores:
         if len(values) > 2 * self.cap:  # amortised: prune back to cap once it doubles
             self.values = dict(heapq.nlargest(self.cap, values.items(), key=itemgetter(1)))
 
-    def at(self, now: int, top: Optional[int] = None) -> dict[str, float]:
-        """Scores as of event time ``now``, strongest first (the ``top`` ones)."""
+    def at(self, now: int, top: Optional[int] = None, digits: Optional[int] = None) -> dict[str, float]:
+        """Scores as of event time ``now``, strongest first (the ``top`` ones; rounded
+        to ``digits`` when given)."""
         if self.landmark is None:
             return {}
         values = self.values
-        keys = heapq.nlargest(top, values, key=values.get) if top is not None else list(values)
+        keys = heapq.nlargest(top, values, key=values.get) if top is not None and top < len(values) else list(values)
         keys.sort(key=lambda k: (-values[k], k))
         f = math.exp(-self.decay * (now - self.landmark))
+        if digits is not None:
+            return {k: round(values[k] * f, digits) for k in keys}
         return {k: values[k] * f for k in keys}
+
+    def _bump(self, key: str, inc: float) -> None:
+        """Add an increment already scaled to the landmark (see :class:`UserProfile`)."""
+        values = self.values
+        values[key] = values.get(key, 0.0) + inc
+        if len(values) > 2 * self.cap:
+            self.values = dict(heapq.nlargest(self.cap, values.items(), key=itemgetter(1)))
 
 
 class UserProfile:
@@ -132,6 +142,8 @@ class UserProfile:
         self.categories = DecayedScores(config.max_categories, decay)
         self.items = DecayedScores(config.max_items, decay)
         self.activity = DecayedScores(1, decay)  # one key: decayed engagement
+        self._decay = decay
+        self._landmark: Optional[int] = None  # shared by the three tables
         self.counts: dict[str, int] = {}
         self.first_seen: Optional[int] = None
         self.last_seen: Optional[int] = None
@@ -141,32 +153,56 @@ class UserProfile:
         self.dwell_total_ms = 0
         self.dwell_n = 0
 
+    def _growth(self, ts: int) -> float:
+        """``e^(λ·(ts − landmark))`` of the three tables, which share one landmark."""
+        tables = (self.categories, self.items, self.activity)
+        if self._landmark is None:
+            self._landmark = ts
+            for t in tables:
+                t.landmark = ts
+        x = self._decay * (ts - self._landmark)
+        if x > 300.0:  # rebase before the stored values could overflow
+            f = math.exp(-x)
+            for t in tables:
+                t.values = {k: v * f for k, v in t.values.items()}
+                t.landmark = ts
+            self._landmark, x = ts, 0.0
+        return math.exp(x)
+
     def learn_one(self, ev: Event) -> float:
         """Fold one event in; returns its weight."""
         cfg = self.config
         w = event_weight(ev, cfg)
         ts = ev.ts
-        self.counts[ev.type] = self.counts.get(ev.type, 0) + 1
-        self.first_seen = ts if self.first_seen is None else min(self.first_seen, ts)
-        self.last_seen = ts if self.last_seen is None else max(self.last_seen, ts)
-        self.activity.add("e", abs(w), ts)
-        if ev.dwell_ms is not None:
-            self.dwell_total_ms += ev.dwell_ms
+        kind = ev.type
+        counts = self.counts
+        counts[kind] = counts.get(kind, 0) + 1
+        first, last = self.first_seen, self.last_seen
+        self.first_seen = ts if first is None or ts < first else first
+        self.last_seen = ts if last is None or ts > last else last
+        g = self._growth(ts)
+        inc = w * g
+        self.activity._bump("e", abs(inc))
+        dwell = ev.dwell_ms
+        if dwell is not None:
+            self.dwell_total_ms += dwell
             self.dwell_n += 1
         for c in ev.category:
-            self.categories.add(c, w, ts)
+            self.categories._bump(c, inc)
         item = ev.item_id
         if item is not None:
-            self.items.add(item, w, ts)
+            self.items._bump(item, inc)
             if w > 0:
                 self.recent.append((item, ts, w))
                 if len(self.recent) > cfg.max_recent:
                     del self.recent[0]
-            self.seen.pop(item, None)
-            self.seen[item] = None
-            if len(self.seen) > cfg.max_seen:
-                del self.seen[next(iter(self.seen))]
-            if ev.type == "purchase":
+            seen = self.seen
+            if item in seen:
+                del seen[item]
+            seen[item] = None
+            if len(seen) > cfg.max_seen:
+                del seen[next(iter(seen))]
+            if kind == "purchase":
                 self.purchased[item] = None
                 if len(self.purchased) > cfg.max_purchased:
                     del self.purchased[next(iter(self.purchased))]
@@ -182,21 +218,21 @@ class UserProfile:
         age_s = max(0, now - (self.last_seen or now)) / 1000
         recency = math.exp(-age_s / recency_scale_s)
         frequency = 1 - math.exp(-total / frequency_scale)
-        activity = self.activity.at(now).get("e", 0.0)
+        act = self.activity
+        activity = act.values.get("e", 0.0) * math.exp(-act.decay * (now - act.landmark)) if act.landmark is not None else 0.0
         engagement = 1 - math.exp(-activity / frequency_scale)
         return {"recency": round(recency, 6), "frequency": round(frequency, 6), "engagement": round(engagement, 6)}
 
     def to_doc(self, now: int, top: int = 10) -> dict:
         """The profile document a frontend reads (without segment and anomaly)."""
-        cats = self.categories.at(now, top)
-        items = self.items.at(now, top)
+        counts = self.counts
         return {
-            "counts": dict(sorted(self.counts.items())),
-            "events": sum(self.counts.values()),
+            "counts": dict(sorted(counts.items())) if len(counts) > 1 else dict(counts),
+            "events": sum(counts.values()),
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             **self.scores(now),
             "dwell_mean_ms": round(self.dwell_total_ms / self.dwell_n, 3) if self.dwell_n else None,
-            "categories": {k: round(v, 6) for k, v in list(cats.items())[:top]},
-            "items": {k: round(v, 6) for k, v in list(items.items())[:top]},
+            "categories": self.categories.at(now, top, 6),
+            "items": self.items.at(now, top, 6),
         }

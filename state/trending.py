@@ -8,9 +8,9 @@ value is ``stored · e^(−λ·(now − landmark))``. The landmark moves forward
 the counts) before the exponent could overflow.
 
 An increment is one dict update. Reading the exact top ``n`` is a partial selection over
-the table; the recommendation hot path reads :meth:`Trending.head` (or, vectorised,
-:meth:`Trending.head_arrays`), a cached ranking of the best few hundred keys rebuilt every
-so many increments, whose counts are kept current in between.
+the table; the recommendation hot path reads :meth:`Trending.head` (or, as numpy arrays of
+item numbers, :meth:`Trending.head_arrays`), a cached ranking of the best few hundred keys
+rebuilt every so many increments; the counts read from it are current.
 
 Example:
 
@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import heapq
 import math
+from itertools import filterfalse, islice
 from operator import itemgetter
 from typing import Collection, Iterable, Mapping, Optional
 
 import numpy as np
+
 
 _MAX_EXPONENT = 300.0
 
@@ -41,27 +43,32 @@ class Trending:
     :arg half_life_s: how fast popularity fades, in event-time seconds (``math.inf``:
         never, an all-time count).
     :arg max_keys: when the table grows past this, the weakest half is dropped.
+    :arg numbers: item numbers of the keys (e.g. :class:`~pulse.state.covisit.ItemIndex`
+        ``.numbers``), needed only by :meth:`head_arrays`.
 
     Ties rank by key, so the order is deterministic.
     """
 
-    __slots__ = ("decay", "max_keys", "landmark", "counts", "learned", "_head", "_head_at", "_head_size",
-                 "_head_pos", "_head_vals", "_head_idx", "_scale_ts", "_scale_f")
+    __slots__ = ("decay", "max_keys", "numbers", "landmark", "counts", "learned", "_head", "_head_at", "_head_size",
+                 "_scale_ts", "_scale_f", "_head_pos", "_head_nums", "_head_vals")
 
-    def __init__(self, half_life_s: float = 86_400.0, max_keys: int = 1_000_000) -> None:
+    def __init__(self, half_life_s: float = 86_400.0, max_keys: int = 1_000_000,
+                 numbers: Optional[Mapping[str, int]] = None) -> None:
         self.decay = 0.0 if math.isinf(half_life_s) else math.log(2) / (half_life_s * 1000)
         self.max_keys = max_keys
+        self.numbers = numbers
         self.landmark: Optional[int] = None
         self.counts: dict[str, float] = {}
         self.learned = 0
         self._head: list[str] = []
         self._head_at = -(1 << 62)
         self._head_size = 0
-        self._head_pos: dict[str, int] = {}  # key -> position in _head
-        self._head_vals = np.zeros(0)  # stored counts of _head, kept current by learn_one
-        self._head_idx: Optional[np.ndarray] = None  # _head as item numbers (head_arrays)
-        self._scale_ts: Optional[int] = None
+        self._scale_ts: Optional[int] = None  # the last increment's time and scale
         self._scale_f = 1.0
+        # with numbers: the head as arrays, its stored counts kept current by learn_one
+        self._head_pos: dict[str, int] = {}
+        self._head_nums = np.zeros(0, dtype=np.intp)
+        self._head_vals = np.zeros(0)
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -77,7 +84,7 @@ class Trending:
         if x > _MAX_EXPONENT:
             f = math.exp(-x)
             self.counts = {k: v * f for k, v in self.counts.items()}
-            self._head_vals = self._head_vals * f
+            self._head_vals *= f
             self.landmark = ts
             x = 0.0
         self._scale_ts = ts
@@ -115,36 +122,54 @@ class Trending:
         rebuilt after every ``max(100, len/20)`` increments: the hot path of
         recommendations, where a little staleness does not matter but ranking the whole
         table per request would. Keys beyond ``size`` are not offered."""
-        if self.landmark is None:
-            return []
-        self._refresh_head(size)
-        return self._read(now, self._head, n, exclude)
+        keys, stored = self.pick(n, exclude, size)
+        f = self.factor(now)
+        return [(k, v * f) for k, v in zip(keys, stored)]
 
-    def head_arrays(self, numbers: Mapping[str, int], size: int = 200) -> tuple[np.ndarray, np.ndarray]:
-        """The ranking :meth:`head` reads, vectorised: the ranked keys as numbers (looked
-        up in ``numbers``) and their current *stored* counts (times :meth:`factor` gives
-        their values). The arrays are shared: do not modify them."""
-        self._refresh_head(size)
-        idx = self._head_idx
-        if idx is None:
-            idx = self._head_idx = np.fromiter((numbers[k] for k in self._head), dtype=np.intp, count=len(self._head))
-        return idx, self._head_vals
+    def pick(self, n: int, exclude: Collection[str] = (), size: int = 200) -> tuple[list[str], list[float]]:
+        """:meth:`head` before decay: (keys, stored counts); the counts times
+        :meth:`factor` are the values."""
+        if self.landmark is None:
+            return [], []
+        self._rank(size)
+        # a C-level scan: skip the excluded keys, stop after n
+        keys = list(islice(filterfalse(exclude.__contains__, self._head), n)) if exclude else self._head[:n]
+        stored = list(map(self.counts.__getitem__, keys))
+        if stored and min(stored) <= 0:  # a negative increment since the ranking was built
+            keys, stored = [], []
+            for key, v in self._read(self.landmark, self._head, n, exclude):
+                keys.append(key)
+                stored.append(v)
+        return keys, stored
+
+    def head_arrays(self, n: int, size: int = 200) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``n`` keys of the cached ranking (see :meth:`head`; nothing is
+        excluded) as (item numbers, stored counts); the counts times :meth:`factor` are
+        the values. The arrays are views: copy them before changing them."""
+        if self.landmark is None:
+            return self._head_nums[:0], self._head_vals[:0]
+        self._rank(size)
+        return self._head_nums[:n], self._head_vals[:n]
+
+    def _rank(self, size: int) -> None:
+        if self.learned - self._head_at >= max(100, len(self.counts) // 20) or size > self._head_size:
+            counts = self.counts
+            ranked = sorted(heapq.nlargest(size, counts, key=counts.get), key=lambda key: (-counts[key], key))
+            while ranked and counts[ranked[-1]] <= 0:
+                ranked.pop()
+            self._head = ranked
+            self._head_at = self.learned
+            self._head_size = size
+            if self.numbers is not None:
+                self._head_pos = {k: p for p, k in enumerate(ranked)}
+                self._head_nums = np.fromiter(map(self.numbers.__getitem__, ranked), dtype=np.intp, count=len(ranked))
+                self._head_vals = np.fromiter(map(counts.__getitem__, ranked), dtype=np.float64, count=len(ranked))
 
     def factor(self, now: int) -> float:
-        """What a stored count is multiplied by to give its value as of ``now``."""
+        """What a stored count is multiplied by for its value as of ``now``."""
         if self.landmark is None:
             return 0.0
         return math.exp(-self.decay * (now - self.landmark))
-
-    def _refresh_head(self, size: int) -> None:
-        if self.learned - self._head_at >= max(100, len(self.counts) // 20) or size > self._head_size:
-            counts = self.counts
-            head = self._head = sorted(heapq.nlargest(size, counts, key=counts.get), key=lambda key: (-counts[key], key))
-            self._head_pos = {k: p for p, k in enumerate(head)}
-            self._head_vals = np.fromiter((counts[k] for k in head), dtype=np.float64, count=len(head))
-            self._head_idx = None
-            self._head_at = self.learned
-            self._head_size = size
 
     def _read(self, now: int, ranked: list[str], n: int, exclude: Collection[str]) -> list[tuple[str, float]]:
         f = math.exp(-self.decay * (now - self.landmark))

@@ -155,7 +155,9 @@ def test_an_idle_topic_ends_after_idle_exit(kafka_broker, redis_url):
 
 def test_record_then_replay_equals_the_live_run(kafka_broker, redis_server, tmp_path):
     """Produce → record → replay the recording into one db; run live into another: the
-    same Redis contents (both are driven by event time, in offset order)."""
+    same Redis contents. Both are driven by event time, and the engine applies each
+    partition's records in order (seq) whatever the batching; with one partition that
+    is the replay's canonical order too."""
     lines, _ = generate(users=150, items=150, events=3000, seed=5, malformed=0.02, days=1)
     log = tmp_path / "events.jsonl"
     write_log(str(log), lines)
