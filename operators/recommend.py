@@ -214,9 +214,9 @@ def blend_parts(
     while True:
         if block < n:
             top = np.argpartition(total, n - block)[n - block:]
-            top = top[np.argsort(-total[top], kind="stable")]
+            top = top[np.argsort(total[top])[::-1]]
         else:
-            top = np.argsort(-total, kind="stable")
+            top = np.argsort(total)[::-1]
         last = None
         ranked.clear()
         for pos, number, score in zip(top.tolist(), uniq[top].tolist(), total[top].tolist()):
@@ -265,36 +265,37 @@ def blend_parts(
     if not chosen:
         return []
     # Reasons, for the chosen items only: their best kind, then that kind's best part
-    # (in the order the parts were given).
+    # (the first in the order given on ties).
     contrib = per_kind[:, [r[0] for r in chosen]].tolist()
-    by_kind: list[list[Part]] = [[] for _ in range(nk)]
-    for p in parts:
-        k_no = kind_no[p.kind]
-        if k_no >= 0 and len(p.numbers):
-            by_kind[k_no].append(p)
-    tables: list[Optional[list]] = [None] * nk
-    out = []
-    for c, (_, number, score) in enumerate(chosen):
+    why: list[str] = []
+    need: dict[int, dict[int, int]] = {}  # kind -> {item number: place in chosen}
+    for c, (_, number, _) in enumerate(chosen):
         best_kind, best = 0, -1.0
         for k_no in range(nk):
             v = contrib[k_no][c] * kind_w[k_no]
             if v > best:
                 best_kind, best = k_no, v
-        candidates = by_kind[best_kind]
-        reason = candidates[0].reason
-        if len(candidates) > 1:
-            table = tables[best_kind]
-            if table is None:
-                table = tables[best_kind] = [(_lookup(p), p.factor, p.reason) for p in candidates]
-            top_v = -1.0
-            for lookup, f, why in table:
-                v = lookup.get(number)
-                if v is not None:
-                    v *= f
-                    if v > top_v:
-                        top_v, reason = v, why
-        out.append(_new_rec(Rec, (ids[number], round(score, 6), reason)))
-    return out
+        why.append(best_kind)  # type: ignore[arg-type]
+        need.setdefault(best_kind, {})[number] = c
+    top_v = [-1.0] * len(chosen)
+    for k_no, want in need.items():
+        first = True
+        for p in parts:
+            if kind_no[p.kind] != k_no or not len(p.numbers):
+                continue
+            if first:  # the first part is the reason unless a later one gives more
+                for c in want.values():
+                    why[c] = p.reason
+                first = False
+            table = _lookup(p)
+            f = p.factor
+            for number in table.keys() & want.keys():
+                v = table[number] * f
+                c = want[number]
+                if v > top_v[c]:
+                    top_v[c] = v
+                    why[c] = p.reason
+    return [_new_rec(Rec, (ids[number], round(score, 6), why[c])) for c, (_, number, score) in enumerate(chosen)]
 
 
 def _lookup(part: Part) -> Mapping[int, float]:

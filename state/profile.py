@@ -111,13 +111,18 @@ class DecayedScores:
             self.values = dict(heapq.nlargest(self.cap, values.items(), key=itemgetter(1)))
 
     def at(self, now: int, top: Optional[int] = None, digits: Optional[int] = None) -> dict[str, float]:
-        """Scores as of event time ``now``, strongest first (the ``top`` ones; rounded
-        to ``digits`` when given)."""
+        """Scores as of event time ``now``, strongest first, ties by key (the ``top``
+        ones; rounded to ``digits`` when given)."""
         if self.landmark is None:
             return {}
         values = self.values
-        keys = heapq.nlargest(top, values, key=values.get) if top is not None and top < len(values) else list(values)
-        keys.sort(key=lambda k: (-values[k], k))
+        keys = sorted(values, key=values.get, reverse=True)
+        if top is not None and top < len(keys) and values[keys[top - 1]] == values[keys[top]]:
+            keys.sort(key=lambda k: (-values[k], k))  # a tie at the cut: the smaller key wins
+        if top is not None:
+            del keys[top:]
+        if len(set(map(values.__getitem__, keys))) < len(keys):
+            keys.sort(key=lambda k: (-values[k], k))  # ties rank by key
         f = math.exp(-self.decay * (now - self.landmark))
         if digits is not None:
             return {k: round(values[k] * f, digits) for k in keys}

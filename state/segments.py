@@ -69,6 +69,9 @@ def window_features(w: WindowAgg) -> dict[str, float]:
     }
 
 
+FEATURE_NAMES = ("activity", "breadth", "ctr", "cart", "purchase", "dwell", "scroll", "length")
+
+
 class Segmenter:
     """Online k-means segments of users (see the module docstring)."""
 
@@ -76,6 +79,12 @@ class Segmenter:
         self.config = config
         self.scaler = preprocessing.StandardScaler()
         self.model = cluster.KMeans(n_clusters=config.n_clusters, halflife=config.halflife, sigma=1.0, seed=config.seed)
+        # River draws a centre's coordinates lazily, in the order the features are first
+        # met, which follows set iteration and so the process's string hash seed: draw
+        # them all now, in a fixed order, so every process (and every resume) agrees.
+        for center in self.model.centers.values():
+            for name in FEATURE_NAMES:
+                center[name]
         self.assigned: dict[str, int] = {}  # segment -> windows assigned since start
         self.learned = 0
         self._last_centers: dict[int, dict[str, float]] = {}

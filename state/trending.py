@@ -154,9 +154,16 @@ class Trending:
     def _rank(self, size: int) -> None:
         if self.learned - self._head_at >= max(100, len(self.counts) // 20) or size > self._head_size:
             counts = self.counts
-            ranked = sorted(heapq.nlargest(size, counts, key=counts.get), key=lambda key: (-counts[key], key))
-            while ranked and counts[ranked[-1]] <= 0:
-                ranked.pop()
+            n = len(counts)
+            keys = list(counts)
+            if n > size:  # a partial selection in numpy, then an exact sort of the few
+                vals = np.fromiter(counts.values(), dtype=np.float64, count=n)
+                cut = np.partition(vals, n - size)[n - size]
+                best = np.flatnonzero(vals >= cut)
+                pairs = sorted(zip((-vals[best]).tolist(), [keys[i] for i in best.tolist()]))
+            else:
+                pairs = sorted(zip([-v for v in counts.values()], keys))
+            ranked = [k for v, k in pairs[:size] if v < 0]  # ranked by (-count, key); counts > 0
             self._head = ranked
             self._head_at = self.learned
             self._head_size = size
