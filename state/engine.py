@@ -265,6 +265,10 @@ class Engine:
                          ("window_end", _iso(window.end_ms))),
                     )
                 )
+            if verdict["flagged"] != was and self.config.write_recs and st.recs_at is not None:
+                # Flagged users fall back to non-personalized lists (and back again when
+                # cleared): replace the list they have now rather than at their next event.
+                writes.append(self._recs_write(user_id, st, max(st.last_ts, st.recs_at)))
         if window.kind == self.config.segments.window:
             segment, traits = self.segmenter.learn_one(window, st.categories)
             if segment != st.segment or traits != st.traits:
