@@ -114,7 +114,7 @@ def test_a_30_second_redis_outage_mid_stream_loses_nothing(logs, reference, tmp_
     server = RedisServer(tmp_path, persistent=True)
     server.start()
     try:
-        proc = pulse("replay", single, "--redis", server.url(0), "-v")
+        proc = pulse("-v", "replay", single, "--redis", server.url(0))
         time.sleep(2.0)
         assert proc.poll() is None, "the replay ended before the outage began: make the log longer"
         server.stop()
