@@ -73,9 +73,6 @@ def _error_cb(err: KafkaError) -> None:
 def check_topics(brokers: str | Sequence[str], topics: Sequence[str], timeout_s: float = 10.0) -> dict[str, int]:
     """Wait up to ``timeout_s`` (retrying with backoff) for the broker to answer, then
     check every topic exists. Returns partitions per topic; raises :class:`LiveError`."""
-    # A live run's state grows for hours: full garbage collections of it stalled the
-    # flow for up to 170 ms (measured); collect young objects far less often.
-    gc.set_threshold(settings.gc_threshold, 50, 1000)
     bootstrap = _bootstrap(brokers)
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _probe_log, "socket.connection.setup.timeout.ms": 3000})
     deadline = time.monotonic() + timeout_s
@@ -418,6 +415,9 @@ def run_live(
     """
     from pulse.state.store import ping
 
+    # A live run's state grows for hours: full garbage collections of it stalled the
+    # flow for up to 170 ms (measured); collect young objects far less often.
+    gc.set_threshold(settings.gc_threshold, 50, 1000)
     bootstrap = _bootstrap(brokers)
     fmt = live_format(fmt_name)
     parts = check_topics(bootstrap, [topic] + ([dlq_topic] if dlq_topic else []), connect_timeout_s)

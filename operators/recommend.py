@@ -13,10 +13,11 @@ The blend is ``Σ weight(source) · score``; each item's ``reason`` is the sourc
 contributed most. Excluded items (purchased, or everything seen when configured) never
 appear, and at most ``max_category_share`` of the list may come from one category.
 
-The arithmetic is vectorised: :func:`blend_parts` takes every part as item numbers and
-scores (numpy arrays or lists; the engine's hot path) and sums them per kind with a few
-numpy calls whatever the number of parts; :func:`blend` takes :class:`Source` dicts and
-numbers their items first. Reasons are worked out for the recommended items only.
+The arithmetic is vectorised: :func:`blend_parts` takes the parts as numpy arrays of item
+numbers and scores (:class:`Candidates`, the engine's hot path) and sums them per kind with
+a fixed number of numpy calls whatever the number of parts; :func:`blend` takes
+:class:`Source` dicts and numbers their items first. Reasons are worked out for the
+recommended items only.
 
 Example:
 
@@ -51,19 +52,6 @@ class Rec(NamedTuple):
     reason: str
 
 
-class Part(NamedTuple):
-    """One part of a source in item numbers (see :func:`blend_parts`): ``numbers`` (a
-    numpy array or a list; distinct) offered with ``scores × factor``; ``lookup`` may
-    give the same as a dict (number -> score) to spare building one for reasons."""
-
-    kind: str
-    reason: str
-    numbers: Sequence[int]
-    scores: Sequence[float]
-    factor: float = 1.0
-    lookup: Optional[Mapping[int, float]] = None
-
-
 class Source(NamedTuple):
     """One kind of candidates: ``scores`` summed over its parts, and the parts themselves
     (``reason``, part scores, factor) so that each recommended item can name the part
@@ -79,6 +67,50 @@ def source(kind: str, scores: Mapping[str, float]) -> Source:
     return Source(kind, dict(scores), [(kind, scores, 1.0)])
 
 
+class Candidates:
+    """Candidate parts in item numbers, column by column (cheap to fill, see
+    :func:`blend_parts`): part ``p`` of kind ``kinds[p]``, named ``reasons[p]``, offers
+    the items ``numbers[p]`` (a numpy int array, distinct within the part, not empty)
+    with ``scores[p] × factors[p]`` (``scores[p]`` a float array); ``lookups[p]`` is the
+    same as a dict (number -> score) or None, and only spares building one for reasons.
+    """
+
+    __slots__ = ("kinds", "reasons", "numbers", "scores", "factors", "lookups", "sizes")
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+        self.reasons: list[str] = []
+        self.numbers: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+        self.factors: list[float] = []
+        self.lookups: list[Optional[Mapping[int, float]]] = []
+        self.sizes: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def add(self, kind: str, reason: str, numbers: np.ndarray, scores: np.ndarray, factor: float = 1.0,
+            lookup: Optional[Mapping[int, float]] = None) -> None:
+        """Add a part (an empty one is left out)."""
+        size = len(numbers)
+        if size:
+            self.kinds.append(kind)
+            self.reasons.append(reason)
+            self.numbers.append(numbers)
+            self.scores.append(scores)
+            self.factors.append(factor)
+            self.lookups.append(lookup)
+            self.sizes.append(size)
+
+    def only(self, keep: Sequence[int]) -> "Candidates":
+        """The parts numbered ``keep``."""
+        out = Candidates()
+        for name in self.__slots__:
+            column = getattr(self, name)
+            setattr(out, name, [column[p] for p in keep])
+        return out
+
+
 def blend(
     sources: Sequence[Source],
     config: BlendConfig,
@@ -88,20 +120,19 @@ def blend(
     """Blend the sources: ``Σ weight(kind) · score / best score of the kind``."""
     numbers: dict[str, int] = {}
     ids: list[str] = []
-    parts = []
+    cands = Candidates()
     for src in sources:
         for reason, part, f in src.parts:
-            if not part:
-                continue
-            part_nums = []
+            nums = []
             for item in part:
                 n = numbers.get(item)
                 if n is None:
                     n = numbers[item] = len(ids)
                     ids.append(item)
-                part_nums.append(n)
-            parts.append(Part(src.kind, reason, part_nums, [float(v) for v in part.values()], f))
-    return blend_parts(parts, config, ids, exclude, category_of)
+                nums.append(n)
+            cands.add(src.kind, reason, np.array(nums, dtype=np.intp),
+                      np.fromiter(part.values(), dtype=np.float64, count=len(part)), f)
+    return blend_parts(cands, config, ids, exclude, category_of)
 
 
 class Scratch:
@@ -128,70 +159,49 @@ _new_rec = tuple.__new__
 
 
 def blend_parts(
-    parts: Sequence[Part],
+    cands: Candidates,
     config: BlendConfig,
     ids: Sequence[str],
     exclude: Collection[str],
     category_of: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]],
     scratch: Optional[Scratch] = None,
 ) -> list[Rec]:
-    """:func:`blend` over :class:`Part` s in item numbers (``ids`` maps numbers to item
-    ids): a kind's score of an item is the sum of ``score × factor`` over the kind's
+    """:func:`blend` over :class:`Candidates` in item numbers (``ids`` maps numbers to
+    item ids): a kind's score of an item is the sum of ``score × factor`` over the kind's
     parts. The reason of a recommended item is the part that gave most to its best kind
     (the first such part on ties). ``scratch`` saves allocating work arrays per call.
 
     >>> import numpy as np
-    >>> recs = blend_parts([Part("co_visit", "co_visit:x", np.array([0, 1]), np.array([1.0, 0.5])),
-    ...                     Part("co_visit", "co_visit:y", np.array([1]), np.array([2.0]), 0.5),
-    ...                     Part("trending", "trending", [2, 0], [4.0, 2.0])],
-    ...                    BlendConfig(k=2), ["a", "b", "c"], (), {})
-    >>> [(r.item_id, r.score, r.reason) for r in recs]
+    >>> c = Candidates()
+    >>> c.add("co_visit", "co_visit:x", np.array([0, 1]), np.array([1.0, 0.5]))
+    >>> c.add("co_visit", "co_visit:y", np.array([1]), np.array([2.0]), 0.5)
+    >>> c.add("trending", "trending", np.array([2, 0]), np.array([4.0, 2.0]))
+    >>> [(r.item_id, r.score, r.reason) for r in blend_parts(c, BlendConfig(k=2), ["a", "b", "c"], (), {})]
     [('b', 1.0, 'co_visit:y'), ('a', 0.716667, 'co_visit:x')]
     """
     weights = config.weights
-    kind_no: dict[str, int] = {}
-    kind_w: list[float] = []
-    # entries: the array parts first, then the list parts (joined into one list)
-    arrays: list[Part] = []
-    lists: list[Part] = []
-    for part in parts:
-        kind = part.kind
-        if kind not in kind_no:
-            w = weights.get(kind, 0.0)
-            if w <= 0:
-                kind_no[kind] = -1
-                continue
-            kind_no[kind] = len(kind_w)
-            kind_w.append(w)
-        elif kind_no[kind] < 0:
-            continue
-        if len(part.numbers):
-            (arrays if isinstance(part.numbers, np.ndarray) else lists).append(part)
-    used = arrays + lists
-    if not used:
+    kinds = list(dict.fromkeys(cands.kinds))  # in order of first appearance
+    kind_w = [weights.get(kind, 0.0) for kind in kinds]
+    if min(kind_w, default=0.0) <= 0:  # leave out the kinds without weight
+        drop = {kind for kind, w in zip(kinds, kind_w) if w <= 0}
+        cands = cands.only([p for p, kind in enumerate(cands.kinds) if kind not in drop])
+        kinds = [kind for kind in kinds if kind not in drop]
+        kind_w = [weights[kind] for kind in kinds]
+    if not len(cands):
         return []
-    nk = len(kind_w)
-    nums = [p.numbers for p in arrays]
-    vals = [p.scores for p in arrays]
-    if lists:
-        joined_nums: list[int] = []
-        joined_vals: list[float] = []
-        for p in lists:
-            joined_nums += p.numbers
-            joined_vals += p.scores
-        nums.append(np.array(joined_nums, dtype=np.intp))
-        vals.append(np.array(joined_vals, dtype=np.float64))
-    items = np.concatenate(nums) if len(nums) > 1 else nums[0]
-    vals = np.concatenate(vals) if len(vals) > 1 else vals[0].copy()
+    nk = len(kinds)
+    kind_no = {kind: k for k, kind in enumerate(kinds)}
+    part_kind = list(map(kind_no.__getitem__, cands.kinds))
+    sizes = cands.sizes
+    items = np.concatenate(cands.numbers)
+    vals = np.concatenate(cands.scores)
+    vals *= np.repeat(cands.factors, sizes)
     n_entries = len(items)
     if scratch is None:
         scratch = Scratch(len(ids), nk)
     scratch.ensure(len(ids), nk, n_entries)
     width = scratch.size
-    lens = [len(p.numbers) for p in used]
-    part_kind = [kind_no[p.kind] for p in used]
-    vals *= np.repeat([p.factor for p in used], lens)
-    flat = items + np.repeat([k * width for k in part_kind], lens) if nk > 1 else items
+    flat = items + np.repeat([k * width for k in part_kind], sizes) if nk > 1 else items
     # sums per (kind, item) in the scratch accumulator; the distinct items are those
     # whose entry wins a scatter of the entry numbers
     acc = scratch.acc
@@ -209,16 +219,15 @@ def blend_parts(
     # items tied with the last of them; ties are then ordered by id
     m = 2 * config.k
     n = len(total)
-    block = min(n, 3 * m)
+    block = min(n, 4 * m)
+    if block < n:
+        top = np.argpartition(total, n - block)[n - block:]
+        top = top[np.argsort(total[top])[::-1]]
+    else:
+        top = np.argsort(total)[::-1]
     ranked: list[tuple[int, int, float]] = []
     while True:
-        if block < n:
-            top = np.argpartition(total, n - block)[n - block:]
-            top = top[np.argsort(total[top])[::-1]]
-        else:
-            top = np.argsort(total)[::-1]
         last = None
-        ranked.clear()
         for pos, number, score in zip(top.tolist(), uniq[top].tolist(), total[top].tolist()):
             if len(ranked) >= m and score != last:
                 break
@@ -227,25 +236,27 @@ def blend_parts(
             ranked.append((pos, number, score))
             last = score
         else:
-            if block < n:  # ran out (or ties ran on): look further
+            if block < n:  # ran out (or ties ran on): look at everything
                 block = n
+                top = np.argsort(total)[::-1]
+                ranked.clear()
                 continue
         break
     if len({r[2] for r in ranked}) < len(ranked):
         ranked.sort(key=lambda r: (-r[2], ids[r[1]]))
         del ranked[m:]
-    if callable(category_of):
-        cats = category_of
-    else:
-        get = category_of.get
-        cats = lambda item: get(item, ())  # noqa: E731
+    # at most max_category_share of the list from one category
     k = config.k
     cap = max(1, math.ceil(k * config.max_category_share))
     per_cat: dict[str, int] = {}
     chosen: list[tuple[int, int, float]] = []
     held: list[tuple[int, int, float]] = []
+    if callable(category_of):
+        cats, no_cats = category_of, None
+    else:
+        cats, no_cats = category_of.get, ()
     for r in ranked:
-        item_cats = cats(ids[r[1]])
+        item_cats = cats(ids[r[1]]) if no_cats is None else cats(ids[r[1]], no_cats)  # type: ignore[call-arg]
         if item_cats:
             full = False
             for c in item_cats:
@@ -266,41 +277,44 @@ def blend_parts(
         return []
     # Reasons, for the chosen items only: their best kind, then that kind's best part
     # (the first in the order given on ties).
-    contrib = per_kind[:, [r[0] for r in chosen]].tolist()
-    why: list[str] = []
+    reasons = cands.reasons
+    if nk == 1:
+        best_kind = [0] * len(chosen)
+    else:
+        best_kind = []
+        for column in zip(*per_kind[:, [r[0] for r in chosen]].tolist()):
+            best_k, best = 0, -1.0
+            for k_no, v in enumerate(column):
+                v *= kind_w[k_no]
+                if v > best:
+                    best_k, best = k_no, v
+            best_kind.append(best_k)
     need: dict[int, dict[int, int]] = {}  # kind -> {item number: place in chosen}
-    for c, (_, number, _) in enumerate(chosen):
-        best_kind, best = 0, -1.0
-        for k_no in range(nk):
-            v = contrib[k_no][c] * kind_w[k_no]
-            if v > best:
-                best_kind, best = k_no, v
-        why.append(best_kind)  # type: ignore[arg-type]
-        need.setdefault(best_kind, {})[number] = c
-    top_v = [-1.0] * len(chosen)
+    for c, r in enumerate(chosen):
+        need.setdefault(best_kind[c], {})[r[1]] = c
+    kind_parts: list[list[int]] = [[] for _ in range(nk)]
+    for p, k_no in enumerate(part_kind):
+        kind_parts[k_no].append(p)
+    why = [""] * len(chosen)
+    lookups, factors = cands.lookups, cands.factors
     for k_no, want in need.items():
-        first = True
+        parts = kind_parts[k_no]
+        first = reasons[parts[0]]  # the reason unless a later part gives more
+        for c in want.values():
+            why[c] = first
+        if len(parts) == 1:
+            continue
+        top_v = {c: -1.0 for c in want.values()}
         for p in parts:
-            if kind_no[p.kind] != k_no or not len(p.numbers):
-                continue
-            if first:  # the first part is the reason unless a later one gives more
-                for c in want.values():
-                    why[c] = p.reason
-                first = False
-            table = _lookup(p)
-            f = p.factor
+            table = lookups[p]
+            if table is None:
+                table = dict(zip(cands.numbers[p].tolist(), cands.scores[p].tolist()))
+            f = factors[p]
             for number in table.keys() & want.keys():
                 v = table[number] * f
                 c = want[number]
                 if v > top_v[c]:
                     top_v[c] = v
-                    why[c] = p.reason
-    return [_new_rec(Rec, (ids[number], round(score, 6), why[c])) for c, (_, number, score) in enumerate(chosen)]
-
-
-def _lookup(part: Part) -> Mapping[int, float]:
-    if part.lookup is not None:
-        return part.lookup
-    nums, scores = part.numbers, part.scores
-    return dict(zip(nums.tolist() if isinstance(nums, np.ndarray) else nums,
-                    scores.tolist() if isinstance(scores, np.ndarray) else scores))
+                    why[c] = reasons[p]
+    # scores to 6 decimals (round(x * 1e6) / 1e6: round(x, 6) without its slow path)
+    return [_new_rec(Rec, (ids[r[1]], round(r[2] * 1e6) / 1e6, why[c])) for c, r in enumerate(chosen)]

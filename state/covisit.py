@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 _MAX_EXPONENT = 300.0
-_EMPTY: tuple[np.ndarray, np.ndarray, dict[int, float]] = (np.zeros(0, dtype=np.intp), np.zeros(0), {})
+_EMPTY: tuple[np.ndarray, np.ndarray, dict[int, float], str] = (np.zeros(0, dtype=np.intp), np.zeros(0), {}, "")
 
 
 class ItemIndex:
@@ -89,7 +89,7 @@ class CoVisitation:
         alpha: float = 0.7,
         beta: float = 0.3,
         list_size: int = 40,
-        refresh_after: int = 20,
+        refresh_after: int = 40,
         index: Optional[ItemIndex] = None,
     ) -> None:
         self.decay = 0.0 if math.isinf(half_life_s) else math.log(2) / (half_life_s * 1000)
@@ -109,8 +109,8 @@ class CoVisitation:
         self._pop_beta = np.ones(64)  # popularity^β per item number (1 when none)
         self._learned = 0  # items with a popularity
         #: item number -> (neighbour numbers, their c / pop^β / pop(item)^α, the same as
-        #: a dict), or None
-        self._lists: list[Optional[tuple[np.ndarray, np.ndarray, dict[int, float]]]] = []
+        #: a dict, "co_visit:<item>"), or None
+        self._lists: list[Optional[tuple[np.ndarray, np.ndarray, dict[int, float], str]]] = []
         self._updates: list[int] = []  # updates per item number since its list was built
 
     def __len__(self) -> int:
@@ -152,24 +152,27 @@ class CoVisitation:
         if weight <= 0:
             return []
         w = weight * self._scale(ts)
-        add = self.index.add
-        i = add(item)
+        index = self.index
+        i = index.add(item)
         n = len(recent)
-        others = [recent[n - 1 - d] for d in range(min(n, self.window))]
-        nums = [add(o) for o in others]
-        if len(self.index) > len(self._lists):
-            self._grow(len(self.index))
+        others = list(recent[max(0, n - self.window):])
+        others.reverse()  # the item just before first
+        nums = list(map(index.numbers.get, others))
+        if None in nums:
+            nums = [index.add(o) for o in others]
+        if len(index) > len(self._lists):
+            self._grow(len(index))
         pop = self.popularity
         if not pop[i]:
             self._learned += 1
         p = pop[i] = pop[i] + w
         self._pop_beta[i] = p**self.beta
-        touched = [item]
         pairs, updates, cap = self.pairs, self._updates, 2 * self.max_neighbours
         rw = self.recency_weights
         mine = pairs.get(i)
         if mine is None:
             mine = pairs[i] = {}
+        paired = 0
         for d, j in enumerate(nums):
             if j == i:
                 continue
@@ -182,16 +185,20 @@ class CoVisitation:
             if len(nb) > cap:
                 pairs[j] = dict(heapq.nlargest(self.max_neighbours, nb.items(), key=itemgetter(1)))
             mine[j] = mine.get(j, 0.0) + inc
-            updates[i] += 1
             if len(mine) > cap:
                 mine = pairs[i] = dict(heapq.nlargest(self.max_neighbours, mine.items(), key=itemgetter(1)))
-            touched.append(others[d])
-        return touched
+            paired += 1
+        updates[i] += paired
+        if paired == len(others):
+            others.insert(0, item)
+            return others
+        return [item] + [o for o, j in zip(others, nums) if j != i]
 
-    def ranked(self, i: int) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
+    def ranked(self, i: int) -> tuple[np.ndarray, np.ndarray, dict[int, float], str]:
         """The cached best neighbours of item number ``i``: (numbers, scores, the same as
-        a dict) with scores ``c(i, j) / pop(j)^β / pop(i)^α``, in no particular order (see
-        :meth:`similar`); rebuilt after ``refresh_after`` updates. Do not modify them."""
+        a dict, the reason ``co_visit:<item>``) with scores ``c(i, j) / pop(j)^β /
+        pop(i)^α``, in no particular order (see :meth:`similar`); rebuilt after
+        ``refresh_after`` updates. Do not modify them."""
         lists = self._lists
         if i >= len(lists):
             return _EMPTY
@@ -216,7 +223,7 @@ class CoVisitation:
             js, scores = js[keep], scores[keep]
         pi = self.popularity[i]
         scores *= 1.0 / (pi if pi > 0 else 1.0) ** self.alpha
-        entry = (js, scores, dict(zip(js.tolist(), scores.tolist())))
+        entry = (js, scores, dict(zip(js.tolist(), scores.tolist())), f"co_visit:{self.index.ids[i]}")
         lists[i] = entry
         self._updates[i] = 0
         return entry
@@ -226,7 +233,7 @@ class CoVisitation:
         i = self.index.numbers.get(item)
         if i is None:
             return []
-        js, scores, _ = self.ranked(i)
+        js, scores, _, _ = self.ranked(i)
         ids = self.index.ids
         ranked = sorted(zip((ids[j] for j in js.tolist()), scores.tolist()), key=lambda js_: (-js_[1], js_[0]))
         return ranked[: n or self.list_size]

@@ -41,7 +41,7 @@ import numpy as np
 import orjson
 
 from pulse.operators.events import Event
-from pulse.operators.recommend import BlendConfig, Part, Rec, Scratch, Source, blend_parts
+from pulse.operators.recommend import BlendConfig, Candidates, Rec, Scratch, Source, blend_parts
 from pulse.operators.windows import WindowAgg
 from pulse.state.anomaly import AnomalyConfig, AnomalyDetector
 from pulse.state.covisit import CoVisitation, ItemIndex
@@ -120,7 +120,6 @@ class UserRecState:
 
 
 _NO_USER = UserRecState()  # read-only stand-in for users the engine does not know
-_part = tuple.__new__  # Part(...) without the keyword handling
 
 
 def _iso(ms: int) -> str:
@@ -277,53 +276,68 @@ class Engine:
         return changed
 
     # -- recommendations -----------------------------------------------------------
-    def _parts(self, st: UserRecState, now: int) -> list[Part]:
+    def _parts(self, st: UserRecState, now: int) -> Candidates:
         """The candidate parts for one user, in item numbers (see
         :func:`~pulse.operators.recommend.blend_parts`). Trending-like parts offer the
         best ``2k`` of their cached ranking (items the user must not get are dropped
-        later, by the blend, so they still set their kind's scale); co-visitation parts
-        are the cached neighbour lists of the user's last few distinct items, newer ones
+        later, by the blend, so they still set their kind's scale); co-visitation parts are
+        the cached neighbour lists of the user's last few distinct items, newer ones
         counting more. Kinds without weight are left out."""
         weights = self.config.blend.weights
         depth = self.config.blend.k * 2
-        parts: list[Part] = []
-        add = parts.append
-        if weights.get("trending", 0.0) > 0:
-            t = self.trending
+        c = Candidates()
+        kinds, reasons, numbers, scores = c.kinds.append, c.reasons.append, c.numbers.append, c.scores.append
+        factors, lookups, sizes = c.factors.append, c.lookups.append, c.sizes.append
+
+        def head(t: Trending, kind: str, reason: str, f: float) -> None:
             nums, stored = t.head_arrays(depth)
             if len(nums):
-                add(_part(Part, ("trending", "trending", nums, stored, t.factor(now), None)))
+                kinds(kind)
+                reasons(reason)
+                numbers(nums)
+                scores(stored)
+                factors(f * t.factor(now))
+                lookups(None)
+                sizes(len(nums))
+
+        if weights.get("trending", 0.0) > 0:
+            head(self.trending, "trending", "trending", 1.0)
         if st.anomaly["flagged"]:
-            return parts
+            return c
         if weights.get("co_visit", 0.0) > 0:
             gamma = self.config.recs_seed_recency
             f = 1.0
-            ranked = self.covisit.ranked
+            cv = self.covisit
+            lists, updates, refresh_after = cv._lists, cv._updates, cv.refresh_after
             known = self.index.numbers.get
             recent = st.recent
             for k in range(len(recent) - 1, max(-1, len(recent) - 1 - self.config.recs_seed_items), -1):
-                seed = recent[k]
-                i = known(seed)
+                i = known(recent[k])
                 if i is not None:
-                    js, sc, table = ranked(i)
-                    if len(js):
-                        add(_part(Part, ("co_visit", f"co_visit:{seed}", js, sc, f, table)))
+                    entry = lists[i] if i < len(lists) else None
+                    if entry is None or updates[i] >= refresh_after:
+                        entry = cv.ranked(i)
+                    js, sc, table, reason = entry
+                    if table:
+                        kinds("co_visit")
+                        reasons(reason)
+                        numbers(js)
+                        scores(sc)
+                        factors(f)
+                        lookups(table)
+                        sizes(len(table))
                 f *= gamma
         # category affinity × trending within the category
         if weights.get("category", 0.0) > 0:
             for cat, affinity in st.categories[:3]:
                 t = self.by_category.get(cat)
                 if t is not None and affinity > 0:
-                    nums, stored = t.head_arrays(depth)
-                    if len(nums):
-                        add(_part(Part, ("category", f"category:{cat}", nums, stored, affinity * t.factor(now), None)))
+                    head(t, "category", f"category:{cat}", affinity)
         if st.segment is not None and weights.get("segment", 0.0) > 0:
             t = self.by_segment.get(st.segment)
             if t is not None:
-                nums, stored = t.head_arrays(depth)
-                if len(nums):
-                    add(_part(Part, ("segment", "segment", nums, stored, t.factor(now), None)))
-        return parts
+                head(t, "segment", "segment", 1.0)
+        return c
 
     def candidates(self, st: UserRecState, now: int, exclude: Collection[str] = ()) -> list[Source]:
         """Candidate sources for one user (see :mod:`pulse.operators.recommend`), as
@@ -332,16 +346,15 @@ class Engine:
         (``exclude`` is ignored): the blend drops excluded items from every source."""
         ids = self.index.ids
         sources: dict[str, Source] = {}
-        for p in self._parts(st, now):
-            js = p.numbers.tolist() if isinstance(p.numbers, np.ndarray) else p.numbers
-            sc = p.scores.tolist() if isinstance(p.scores, np.ndarray) else p.scores
-            part = {ids[j]: s * p.factor for j, s in zip(js, sc)}
-            src = sources.get(p.kind)
+        c = self._parts(st, now)
+        for kind, reason, js, sc, f in zip(c.kinds, c.reasons, c.numbers, c.scores, c.factors):
+            part = {ids[j]: s * f for j, s in zip(js.tolist(), sc.tolist())}
+            src = sources.get(kind)
             if src is None:
-                src = sources[p.kind] = Source(p.kind, {}, [])
+                src = sources[kind] = Source(kind, {}, [])
             for j, s in part.items():
                 src.scores[j] = src.scores.get(j, 0.0) + s
-            src.parts.append((p.reason, part, 1.0))
+            src.parts.append((reason, part, 1.0))
         return list(sources.values())
 
     def recommend(self, user_id: str, now: Optional[int] = None, exclude_seen: Optional[bool] = None) -> list[Rec]:

@@ -125,7 +125,9 @@ class DecayedScores:
             keys.sort(key=lambda k: (-values[k], k))  # ties rank by key
         f = math.exp(-self.decay * (now - self.landmark))
         if digits is not None:
-            return {k: round(values[k] * f, digits) for k in keys}
+            scale = 10.0**digits  # round(x * 10^d) / 10^d: round(x, d) without its slow path
+            f *= scale
+            return {k: round(values[k] * f) / scale for k in keys}
         return {k: values[k] * f for k in keys}
 
     def _bump(self, key: str, inc: float) -> None:

@@ -115,7 +115,14 @@ class Segmenter:
         return out[:3]
 
     def summary(self) -> dict:
-        """Sizes, centroids (in standard deviations), traits and drift per segment."""
+        """Sizes, centroids (in standard deviations), traits and drift per segment.
+
+        Drift is how far each centroid moved since the previous summary that followed
+        some learning; asking twice without learning in between gives the same answer
+        (a resumed run may ask once more at the end of its input)."""
+        cached = getattr(self, "_summary", None)
+        if cached is not None and cached[0] == self.learned:
+            return cached[1]
         segments = {}
         for k, center in sorted(self.model.centers.items()):
             before: Optional[dict] = self._last_centers.get(k)
@@ -127,4 +134,6 @@ class Segmenter:
                 "drift": round(drift, 6),
             }
         self._last_centers = {k: dict(c) for k, c in self.model.centers.items()}
-        return {"model": "river.cluster.KMeans", "window": self.config.window, "learned": self.learned, "segments": segments}
+        doc = {"model": "river.cluster.KMeans", "window": self.config.window, "learned": self.learned, "segments": segments}
+        self._summary = (self.learned, doc)
+        return doc
