@@ -296,6 +296,9 @@ def run_cmd(
     connect_timeout: float = ConnectOpt,
     prefix: Optional[str] = PrefixOpt,
     config: Optional[Path] = ConfigOpt,
+    workers: int = typer.Option(1, help="Bytewax worker threads in this process.", min=1),
+    process_id: Optional[int] = typer.Option(None, "--process-id", help="This process's index in a cluster (with --addresses).", min=0),
+    addresses: Optional[str] = typer.Option(None, help="Every cluster process's host:port, ';'-separated, the same list and order on all processes."),
 ) -> None:
     """Run the dataflow on a Kafka topic into Redis, until Ctrl-C / SIGTERM (which
     finish gracefully), --max-events or --idle-exit."""
@@ -305,8 +308,14 @@ def run_cmd(
     if not settings.redis_url:
         _fail("no Redis given: pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL")
     try:
+        if (process_id is None) != (addresses is None):
+            _fail("--process-id and --addresses go together: every process gets the same --addresses and its own --process-id")
+        address_list = [a.strip() for a in addresses.split(";") if a.strip()] if addresses else None
+        if address_list is not None and not 0 <= process_id < len(address_list):
+            _fail(f"--process-id {process_id} is not an index of the {len(address_list)} --addresses")
         result = run_live(brokers, topic, settings, settings.redis_url, dlq_topic, str(recovery) if recovery else None,
-                          max_events, idle_exit, fmt_name=format, group_id=group, connect_timeout_s=connect_timeout)
+                          max_events, idle_exit, fmt_name=format, group_id=group, connect_timeout_s=connect_timeout,
+                          workers=workers, addresses=address_list, process_id=process_id or 0)
     except _live_errors() as e:
         _fail(str(e))
     _print_summary(result)

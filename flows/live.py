@@ -36,12 +36,12 @@ import orjson
 from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pulse.flows.config import Settings
 from pulse.flows.pipeline import RunHandles, build_flow
+from pulse.flows.replay import run_flow
 from pulse.flows.replay import UsageError, step_options, summary
 from pulse.flows.sources import JsonlSink, log_files, open_log
 from pulse.operators.events import DeadLetter, Raw
@@ -380,14 +380,10 @@ def live_format(name: str) -> Format:
     return {"native": Format.native, "movielens": Format.movielens, "taobao": Format.taobao}[name]()
 
 
-def _init_recovery(recovery_dir: str) -> Any:
-    from bytewax.recovery import RecoveryConfig, init_db_dir
+def _init_recovery(recovery_dir: str, partitions: int = 1, create: bool = True) -> Any:
+    from pulse.flows.replay import prepare_recovery
 
-    path = Path(recovery_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    if not any(path.glob("part-*.sqlite3")):
-        init_db_dir(path, 1)
-    return RecoveryConfig(path)
+    return prepare_recovery(Path(recovery_dir), partitions, create=create)
 
 
 def run_live(
@@ -404,6 +400,9 @@ def run_live(
     group_id: str = "pulse",
     connect_timeout_s: float = 10.0,
     epoch_interval_s: float = 10.0,
+    workers: int = 1,
+    addresses: Optional[Sequence[str]] = None,
+    process_id: int = 0,
     handle_signals: bool = True,
     control: Optional[StopControl] = None,
 ) -> dict:
@@ -462,7 +461,8 @@ def run_live(
         flush_interval_s=settings.flush_interval_s,
         to_raw=to_raw,
     )
-    recovery = _init_recovery(recovery_dir) if recovery_dir else None
+    total_workers = workers * max(1, len(addresses or ()))
+    recovery = _init_recovery(recovery_dir, total_workers, create=process_id == 0) if recovery_dir else None
 
     restore = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
@@ -476,7 +476,7 @@ def run_live(
             restore[sig] = signal.signal(sig, on_signal)
     started = time.perf_counter()
     try:
-        run_main(flow, epoch_interval=timedelta(seconds=epoch_interval_s), recovery_config=recovery)
+        run_flow(flow, workers, recovery, epoch_interval_s, addresses, process_id)
     finally:
         for sig, handler in restore.items():
             signal.signal(sig, handler)
