@@ -46,13 +46,11 @@ def prepare_recovery(db_dir: Path, partitions: int, create: bool = True) -> Reco
     """Bytewax's recovery store in ``db_dir``, created with ``partitions`` partitions
     the first time (that number must be at least the most workers ever run against
     it: stop-and-start rescaling within it works). Only one process may create it
-    (``create``): in a cluster, process 0."""
+    (``create``): in a cluster, process 0; the others use what they find."""
     db_dir = Path(db_dir)
     db_dir.mkdir(parents=True, exist_ok=True)
     existing = sorted(db_dir.glob("part-*.sqlite3"))
-    if not existing and not create:
-        raise UsageError(f"recovery store {db_dir} is empty: process 0 of the cluster creates it (or run `python -m bytewax.recovery {db_dir} N` first)")
-    if not existing:
+    if not existing and create:
         init_db_dir(db_dir, partitions)
     elif len(existing) < partitions:
         raise UsageError(
@@ -67,7 +65,14 @@ def run_flow(flow, workers: int, recovery: Optional[RecoveryConfig], snapshot_s:
     """Run ``flow`` in this process: one worker, several worker threads, or this
     process's share of a multi-process cluster (``addresses`` of every process)."""
     epoch = timedelta(seconds=snapshot_s)
-    if addresses:
+    if os.environ.get("BYTEWAX_DATAFLOW_API_ENABLED") is not None:
+        # Bytewax serves /metrics and /dataflow (port BYTEWAX_DATAFLOW_API_PORT, 3030)
+        # only from the entry point its own `python -m bytewax.run` uses.
+        from bytewax._bytewax import cli_main
+
+        cli_main(flow, workers_per_process=workers, process_id=process_id if addresses else None,
+                 addresses=list(addresses) if addresses else None, epoch_interval=epoch, recovery_config=recovery)
+    elif addresses:
         cluster_main(flow, list(addresses), process_id, epoch_interval=epoch, recovery_config=recovery,
                      worker_count_per_proc=workers)
     elif workers <= 1:
