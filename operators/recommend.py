@@ -71,11 +71,10 @@ class Candidates:
     """Candidate parts in item numbers, column by column (cheap to fill, see
     :func:`blend_parts`): part ``p`` of kind ``kinds[p]``, named ``reasons[p]``, offers
     the items ``numbers[p]`` (a numpy int array, distinct within the part, not empty)
-    with ``scores[p] × factors[p]`` (``scores[p]`` a float array); ``lookups[p]`` is the
-    same as a dict (number -> score) or None, and only spares building one for reasons.
+    with ``scores[p] × factors[p]`` (``scores[p]`` a float array, scores >= 0).
     """
 
-    __slots__ = ("kinds", "reasons", "numbers", "scores", "factors", "lookups", "sizes")
+    __slots__ = ("kinds", "reasons", "numbers", "scores", "factors", "sizes")
 
     def __init__(self) -> None:
         self.kinds: list[str] = []
@@ -83,14 +82,12 @@ class Candidates:
         self.numbers: list[np.ndarray] = []
         self.scores: list[np.ndarray] = []
         self.factors: list[float] = []
-        self.lookups: list[Optional[Mapping[int, float]]] = []
         self.sizes: list[int] = []
 
     def __len__(self) -> int:
         return len(self.kinds)
 
-    def add(self, kind: str, reason: str, numbers: np.ndarray, scores: np.ndarray, factor: float = 1.0,
-            lookup: Optional[Mapping[int, float]] = None) -> None:
+    def add(self, kind: str, reason: str, numbers: np.ndarray, scores: np.ndarray, factor: float = 1.0) -> None:
         """Add a part (an empty one is left out)."""
         size = len(numbers)
         if size:
@@ -99,7 +96,6 @@ class Candidates:
             self.numbers.append(numbers)
             self.scores.append(scores)
             self.factors.append(factor)
-            self.lookups.append(lookup)
             self.sizes.append(size)
 
     def only(self, keep: Sequence[int]) -> "Candidates":
@@ -138,12 +134,13 @@ def blend(
 class Scratch:
     """Work arrays of :func:`blend_parts`, reused between calls and left all zeros."""
 
-    __slots__ = ("size", "rows", "acc", "slot", "arange")
+    __slots__ = ("size", "rows", "acc", "best", "slot", "arange")
 
     def __init__(self, size: int = 1024, rows: int = 4) -> None:
         self.size = size  # item numbers below this fit
         self.rows = rows  # kinds that fit
         self.acc = np.zeros(rows * size)  # sums per (kind, item number), row-major
+        self.best = np.zeros(rows * size, dtype=np.int64)  # best part per (kind, item), encoded
         self.slot = np.zeros(size, dtype=np.intp)
         self.arange = np.arange(4 * size)
 
@@ -192,16 +189,16 @@ def blend_parts(
     nk = len(kinds)
     kind_no = {kind: k for k, kind in enumerate(kinds)}
     part_kind = list(map(kind_no.__getitem__, cands.kinds))
-    sizes = cands.sizes
     items = np.concatenate(cands.numbers)
-    vals = np.concatenate(cands.scores)
-    vals *= np.repeat(cands.factors, sizes)
     n_entries = len(items)
     if scratch is None:
         scratch = Scratch(len(ids), nk)
     scratch.ensure(len(ids), nk, n_entries)
     width = scratch.size
-    flat = items + np.repeat([k * width for k in part_kind], sizes) if nk > 1 else items
+    entry_part = np.repeat(scratch.arange[: len(part_kind)], cands.sizes)
+    vals = np.concatenate(cands.scores)
+    vals *= np.array(cands.factors)[entry_part]
+    flat = items + (np.array(part_kind) * width)[entry_part] if nk > 1 else items
     # sums per (kind, item) in the scratch accumulator; the distinct items are those
     # whose entry wins a scatter of the entry numbers
     acc = scratch.acc
@@ -214,7 +211,8 @@ def blend_parts(
     acc[flat] = 0.0
     for k, best in enumerate(per_kind.max(axis=1).tolist()):
         kind_w[k] /= best or 1.0
-    total = np.dot(kind_w, per_kind)
+    kw = np.array(kind_w)
+    total = kw @ per_kind
     # the best 2k that are not excluded (most lists are settled within them), and any
     # items tied with the last of them; ties are then ordered by id
     m = 2 * config.k
@@ -225,7 +223,7 @@ def blend_parts(
         top = top[np.argsort(total[top])[::-1]]
     else:
         top = np.argsort(total)[::-1]
-    ranked: list[tuple[int, int, float]] = []
+    ranked = []
     while True:
         last = None
         for pos, number, score in zip(top.tolist(), uniq[top].tolist(), total[top].tolist()):
@@ -233,7 +231,7 @@ def blend_parts(
                 break
             if exclude and ids[number] in exclude:
                 continue
-            ranked.append((pos, number, score))
+            ranked.append((pos, ids[number], score, number))
             last = score
         else:
             if block < n:  # ran out (or ties ran on): look at everything
@@ -243,78 +241,54 @@ def blend_parts(
                 continue
         break
     if len({r[2] for r in ranked}) < len(ranked):
-        ranked.sort(key=lambda r: (-r[2], ids[r[1]]))
+        ranked.sort(key=lambda r: (-r[2], r[1]))
         del ranked[m:]
-    # at most max_category_share of the list from one category
     k = config.k
     cap = max(1, math.ceil(k * config.max_category_share))
-    per_cat: dict[str, int] = {}
-    chosen: list[tuple[int, int, float]] = []
-    held: list[tuple[int, int, float]] = []
+    per_cat = {}
+    full = set()
+    chosen = []
+    held = []
     if callable(category_of):
         cats, no_cats = category_of, None
     else:
         cats, no_cats = category_of.get, ()
     for r in ranked:
-        item_cats = cats(ids[r[1]]) if no_cats is None else cats(ids[r[1]], no_cats)  # type: ignore[call-arg]
+        item_cats = cats(r[1]) if no_cats is None else cats(r[1], no_cats)
         if item_cats:
-            full = False
-            for c in item_cats:
-                if per_cat.get(c, 0) >= cap:
-                    full = True
-                    break
-            if full:
+            if full and not full.isdisjoint(item_cats):
                 held.append(r)
                 continue
             for c in item_cats:
-                per_cat[c] = per_cat.get(c, 0) + 1
+                count = per_cat[c] = per_cat.get(c, 0) + 1
+                if count >= cap:
+                    full.add(c)
         chosen.append(r)
         if len(chosen) >= k:
             break
-    # Not enough variety to honour the cap: fill up with the best held-back items.
     chosen.extend(held[: k - len(chosen)])
     if not chosen:
         return []
-    # Reasons, for the chosen items only: their best kind, then that kind's best part
-    # (the first in the order given on ties).
+    # Reasons, for the chosen items only: their best kind, then that kind's best part,
+    # the first on ties. The best part of every (kind, item) comes from one maximum over
+    # the entries' scores as int64 (the same order for floats >= 0) whose lowest bits are
+    # replaced by the part (reversed, so that the first part wins a tie).
     reasons = cands.reasons
     if nk == 1:
         best_kind = [0] * len(chosen)
+    else:  # the first kind on ties
+        best_kind = (per_kind[:, [r[0] for r in chosen]] * kw[:, None]).argmax(axis=0).tolist()
+    n_parts = len(part_kind)
+    if n_parts == 1:
+        why = [reasons[0]] * len(chosen)
     else:
-        best_kind = []
-        for column in zip(*per_kind[:, [r[0] for r in chosen]].tolist()):
-            best_k, best = 0, -1.0
-            for k_no, v in enumerate(column):
-                v *= kind_w[k_no]
-                if v > best:
-                    best_k, best = k_no, v
-            best_kind.append(best_k)
-    need: dict[int, dict[int, int]] = {}  # kind -> {item number: place in chosen}
-    for c, r in enumerate(chosen):
-        need.setdefault(best_kind[c], {})[r[1]] = c
-    kind_parts: list[list[int]] = [[] for _ in range(nk)]
-    for p, k_no in enumerate(part_kind):
-        kind_parts[k_no].append(p)
-    why = [""] * len(chosen)
-    lookups, factors = cands.lookups, cands.factors
-    for k_no, want in need.items():
-        parts = kind_parts[k_no]
-        first = reasons[parts[0]]  # the reason unless a later part gives more
-        for c in want.values():
-            why[c] = first
-        if len(parts) == 1:
-            continue
-        top_v = {c: -1.0 for c in want.values()}
-        for p in parts:
-            table = lookups[p]
-            if table is None:
-                table = dict(zip(cands.numbers[p].tolist(), cands.scores[p].tolist()))
-            f = factors[p]
-            for number in table.keys() & want.keys():
-                v = table[number] * f
-                c = want[number]
-                if v > top_v[c]:
-                    top_v[c] = v
-                    why[c] = reasons[p]
+        bits = max(1, (n_parts - 1).bit_length())
+        low = (1 << bits) - 1
+        encoded = (vals.view(np.int64) & ~low) | (low - entry_part)
+        best = scratch.best
+        np.maximum.at(best, flat, encoded)
+        places = [b * width + r[3] for b, r in zip(best_kind, chosen)]
+        why = [reasons[low - (e & low)] for e in best[places].tolist()]
+        best[flat] = 0
     # scores to 6 decimals (round(x * 1e6) / 1e6: round(x, 6) without its slow path)
-    return [_new_rec(Rec, (ids[r[1]], round(r[2] * 1e6) / 1e6, why[c])) for c, r in enumerate(chosen)]
+    return [_new_rec(Rec, (r[1], round(r[2] * 1e6) / 1e6, why[c])) for c, r in enumerate(chosen)]

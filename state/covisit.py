@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 _MAX_EXPONENT = 300.0
-_EMPTY: tuple[np.ndarray, np.ndarray, dict[int, float], str] = (np.zeros(0, dtype=np.intp), np.zeros(0), {}, "")
+_EMPTY: tuple[np.ndarray, np.ndarray, str] = (np.zeros(0, dtype=np.intp), np.zeros(0), "")
 
 
 class ItemIndex:
@@ -108,9 +108,9 @@ class CoVisitation:
         self.popularity: list[float] = []
         self._pop_beta = np.ones(64)  # popularity^β per item number (1 when none)
         self._learned = 0  # items with a popularity
-        #: item number -> (neighbour numbers, their c / pop^β / pop(item)^α, the same as
-        #: a dict, "co_visit:<item>"), or None
-        self._lists: list[Optional[tuple[np.ndarray, np.ndarray, dict[int, float], str]]] = []
+        #: item number -> (neighbour numbers, their c / pop^β / pop(item)^α,
+        #: "co_visit:<item>"), or None
+        self._lists: list[Optional[tuple[np.ndarray, np.ndarray, str]]] = []
         self._updates: list[int] = []  # updates per item number since its list was built
 
     def __len__(self) -> int:
@@ -194,11 +194,11 @@ class CoVisitation:
             return others
         return [item] + [o for o, j in zip(others, nums) if j != i]
 
-    def ranked(self, i: int) -> tuple[np.ndarray, np.ndarray, dict[int, float], str]:
-        """The cached best neighbours of item number ``i``: (numbers, scores, the same as
-        a dict, the reason ``co_visit:<item>``) with scores ``c(i, j) / pop(j)^β /
-        pop(i)^α``, in no particular order (see :meth:`similar`); rebuilt after
-        ``refresh_after`` updates. Do not modify them."""
+    def ranked(self, i: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """The cached best neighbours of item number ``i``: (numbers, scores, the reason
+        ``co_visit:<item>``) with scores ``c(i, j) / pop(j)^β / pop(i)^α``, in no
+        particular order (see :meth:`similar`); rebuilt after ``refresh_after`` updates.
+        Do not modify them."""
         lists = self._lists
         if i >= len(lists):
             return _EMPTY
@@ -223,7 +223,7 @@ class CoVisitation:
             js, scores = js[keep], scores[keep]
         pi = self.popularity[i]
         scores *= 1.0 / (pi if pi > 0 else 1.0) ** self.alpha
-        entry = (js, scores, dict(zip(js.tolist(), scores.tolist())), f"co_visit:{self.index.ids[i]}")
+        entry = (js, scores, f"co_visit:{self.index.ids[i]}")
         lists[i] = entry
         self._updates[i] = 0
         return entry
@@ -233,7 +233,7 @@ class CoVisitation:
         i = self.index.numbers.get(item)
         if i is None:
             return []
-        js, scores, _, _ = self.ranked(i)
+        js, scores, _ = self.ranked(i)
         ids = self.index.ids
         ranked = sorted(zip((ids[j] for j in js.tolist()), scores.tolist()), key=lambda js_: (-js_[1], js_[0]))
         return ranked[: n or self.list_size]

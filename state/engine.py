@@ -287,7 +287,7 @@ class Engine:
         depth = self.config.blend.k * 2
         c = Candidates()
         kinds, reasons, numbers, scores = c.kinds.append, c.reasons.append, c.numbers.append, c.scores.append
-        factors, lookups, sizes = c.factors.append, c.lookups.append, c.sizes.append
+        factors, sizes = c.factors.append, c.sizes.append
 
         def head(t: Trending, kind: str, reason: str, f: float) -> None:
             nums, stored = t.head_arrays(depth)
@@ -297,7 +297,6 @@ class Engine:
                 numbers(nums)
                 scores(stored)
                 factors(f * t.factor(now))
-                lookups(None)
                 sizes(len(nums))
 
         if weights.get("trending", 0.0) > 0:
@@ -317,15 +316,14 @@ class Engine:
                     entry = lists[i] if i < len(lists) else None
                     if entry is None or updates[i] >= refresh_after:
                         entry = cv.ranked(i)
-                    js, sc, table, reason = entry
-                    if table:
+                    js, sc, reason = entry
+                    if reason:
                         kinds("co_visit")
                         reasons(reason)
                         numbers(js)
                         scores(sc)
                         factors(f)
-                        lookups(table)
-                        sizes(len(table))
+                        sizes(len(js))
                 f *= gamma
         # category affinity × trending within the category
         if weights.get("category", 0.0) > 0:

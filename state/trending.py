@@ -49,7 +49,7 @@ class Trending:
     Ties rank by key, so the order is deterministic.
     """
 
-    __slots__ = ("decay", "max_keys", "numbers", "landmark", "counts", "learned", "_head", "_head_at", "_head_size",
+    __slots__ = ("decay", "max_keys", "numbers", "landmark", "counts", "learned", "_head", "_rank_at", "_head_size",
                  "_scale_ts", "_scale_f", "_head_pos", "_head_nums", "_head_vals")
 
     def __init__(self, half_life_s: float = 86_400.0, max_keys: int = 1_000_000,
@@ -61,7 +61,7 @@ class Trending:
         self.counts: dict[str, float] = {}
         self.learned = 0
         self._head: list[str] = []
-        self._head_at = -(1 << 62)
+        self._rank_at = 0  # rebuild the ranking once `learned` reaches this
         self._head_size = 0
         self._scale_ts: Optional[int] = None  # the last increment's time and scale
         self._scale_f = 1.0
@@ -102,7 +102,7 @@ class Trending:
             self._head_vals[pos] += inc
         if len(counts) > self.max_keys:
             self.counts = dict(heapq.nlargest(self.max_keys // 2, counts.items(), key=itemgetter(1)))
-            self._head_at = -(1 << 62)
+            self._rank_at = 0
 
     def score(self, key: str, now: int) -> float:
         if self.landmark is None:
@@ -152,7 +152,7 @@ class Trending:
         return self._head_nums[:n], self._head_vals[:n]
 
     def _rank(self, size: int) -> None:
-        if self.learned - self._head_at >= max(100, len(self.counts) // 20) or size > self._head_size:
+        if self.learned >= self._rank_at or size > self._head_size:
             counts = self.counts
             n = len(counts)
             keys = list(counts)
@@ -165,7 +165,7 @@ class Trending:
                 pairs = sorted(zip([-v for v in counts.values()], keys))
             ranked = [k for v, k in pairs[:size] if v < 0]  # ranked by (-count, key); counts > 0
             self._head = ranked
-            self._head_at = self.learned
+            self._rank_at = self.learned + max(100, n // 20)
             self._head_size = size
             if self.numbers is not None:
                 self._head_pos = {k: p for p, k in enumerate(ranked)}
