@@ -23,24 +23,11 @@ import time
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import datetime, timezone
-from typing import Any, Literal, NamedTuple, Optional, Union
+from typing import Any, Literal, NamedTuple, Optional, Union, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-EVENT_TYPES = (
-    "view",
-    "click",
-    "scroll",
-    "dwell",
-    "add_to_cart",
-    "remove_from_cart",
-    "purchase",
-    "search",
-    "share",
-    "bookmark",
-    "rate",
-)
 EventType = Literal[
     "view",
     "click",
@@ -54,6 +41,7 @@ EventType = Literal[
     "bookmark",
     "rate",
 ]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 #: Event time may not be older than this (epoch ms of 2000-01-01T00:00:00Z) ...
