@@ -55,7 +55,7 @@ class Rec(NamedTuple):
 class Source(NamedTuple):
     """One kind of candidates: ``scores`` summed over its parts, and the parts themselves
     (``reason``, part scores, factor) so that each recommended item can name the part
-    that gave it the most."""
+    that gave it the most. Scores are not negative; :func:`blend` reads the parts."""
 
     kind: str
     scores: dict[str, float]
@@ -69,15 +69,17 @@ def source(kind: str, scores: Mapping[str, float]) -> Source:
 
 class Candidates:
     """Candidate parts in item numbers, column by column (cheap to fill, see
-    :func:`blend_parts`): part ``p`` of kind ``kinds[p]``, named ``reasons[p]``, offers
-    the items ``numbers[p]`` (a numpy int array, distinct within the part, not empty)
-    with ``scores[p] × factors[p]`` (``scores[p]`` a float array, scores >= 0).
+    :func:`blend_parts`): part ``p`` of kind ``kind_names[kinds[p]]`` (kinds are numbered
+    in order of first appearance), named ``reasons[p]``, offers the items ``numbers[p]``
+    (a numpy int array, distinct within the part, not empty) with ``scores[p] ×
+    factors[p]`` (``scores[p]`` a float array, scores >= 0).
     """
 
-    __slots__ = ("kinds", "reasons", "numbers", "scores", "factors", "sizes")
+    __slots__ = ("kind_names", "kinds", "reasons", "numbers", "scores", "factors", "sizes")
 
     def __init__(self) -> None:
-        self.kinds: list[str] = []
+        self.kind_names: list[str] = []
+        self.kinds: list[int] = []
         self.reasons: list[str] = []
         self.numbers: list[np.ndarray] = []
         self.scores: list[np.ndarray] = []
@@ -91,19 +93,22 @@ class Candidates:
         """Add a part (an empty one is left out)."""
         size = len(numbers)
         if size:
-            self.kinds.append(kind)
+            names = self.kind_names
+            if kind not in names:
+                names.append(kind)
+            self.kinds.append(names.index(kind))
             self.reasons.append(reason)
             self.numbers.append(numbers)
             self.scores.append(scores)
             self.factors.append(factor)
             self.sizes.append(size)
 
-    def only(self, keep: Sequence[int]) -> "Candidates":
-        """The parts numbered ``keep``."""
+    def only(self, kinds: Collection[str]) -> "Candidates":
+        """The parts of these kinds."""
         out = Candidates()
-        for name in self.__slots__:
-            column = getattr(self, name)
-            setattr(out, name, [column[p] for p in keep])
+        for p, k in enumerate(self.kinds):
+            if self.kind_names[k] in kinds:
+                out.add(self.kind_names[k], self.reasons[p], self.numbers[p], self.scores[p], self.factors[p])
         return out
 
 
@@ -132,7 +137,8 @@ def blend(
 
 
 class Scratch:
-    """Work arrays of :func:`blend_parts`, reused between calls and left all zeros."""
+    """Work arrays of :func:`blend_parts`, reused between calls (the accumulators are
+    left all zeros); they grow with the item numbers."""
 
     __slots__ = ("size", "rows", "acc", "best", "slot", "arange")
 
@@ -153,6 +159,7 @@ class Scratch:
 
 
 _new_rec = tuple.__new__
+_max = np.maximum.reduce  # (ndarray.max goes through a Python wrapper)
 
 
 def blend_parts(
@@ -177,25 +184,21 @@ def blend_parts(
     [('b', 1.0, 'co_visit:y'), ('a', 0.716667, 'co_visit:x')]
     """
     weights = config.weights
-    kinds = list(dict.fromkeys(cands.kinds))  # in order of first appearance
-    kind_w = [weights.get(kind, 0.0) for kind in kinds]
+    kind_w = [weights.get(kind, 0.0) for kind in cands.kind_names]
     if min(kind_w, default=0.0) <= 0:  # leave out the kinds without weight
-        drop = {kind for kind, w in zip(kinds, kind_w) if w <= 0}
-        cands = cands.only([p for p, kind in enumerate(cands.kinds) if kind not in drop])
-        kinds = [kind for kind in kinds if kind not in drop]
-        kind_w = [weights[kind] for kind in kinds]
+        cands = cands.only([kind for kind, w in zip(cands.kind_names, kind_w) if w > 0])
+        kind_w = [weights[kind] for kind in cands.kind_names]
     if not len(cands):
         return []
-    nk = len(kinds)
-    kind_no = {kind: k for k, kind in enumerate(kinds)}
-    part_kind = list(map(kind_no.__getitem__, cands.kinds))
+    nk = len(kind_w)
+    part_kind = cands.kinds
     items = np.concatenate(cands.numbers)
     n_entries = len(items)
     if scratch is None:
         scratch = Scratch(len(ids), nk)
     scratch.ensure(len(ids), nk, n_entries)
     width = scratch.size
-    entry_part = np.repeat(scratch.arange[: len(part_kind)], cands.sizes)
+    entry_part = scratch.arange[: len(part_kind)].repeat(cands.sizes)
     vals = np.concatenate(cands.scores)
     vals *= np.array(cands.factors)[entry_part]
     flat = items + (np.array(part_kind) * width)[entry_part] if nk > 1 else items
@@ -207,9 +210,9 @@ def blend_parts(
     entry_no = scratch.arange[:n_entries]
     slot[items] = entry_no
     uniq = items[slot[items] == entry_no]
-    per_kind = acc.reshape(scratch.rows, width)[:nk, uniq]
+    per_kind = acc.reshape(scratch.rows, width)[:nk].take(uniq, axis=1)  # (take: C order, fast to reduce)
     acc[flat] = 0.0
-    for k, best in enumerate(per_kind.max(axis=1).tolist()):
+    for k, best in enumerate(_max(per_kind, axis=1).tolist()):
         kind_w[k] /= best or 1.0
     kw = np.array(kind_w)
     total = kw @ per_kind
@@ -219,11 +222,11 @@ def blend_parts(
     n = len(total)
     block = min(n, 4 * m)
     if block < n:
-        top = np.argpartition(total, n - block)[n - block:]
-        top = top[np.argsort(total[top])[::-1]]
+        top = total.argpartition(n - block)[n - block:]
+        top = top[total[top].argsort()[::-1]]
     else:
-        top = np.argsort(total)[::-1]
-    ranked = []
+        top = total.argsort()[::-1]
+    ranked: list[tuple[int, str, float, int]] = []  # (place in uniq, id, score, number)
     while True:
         last = None
         for pos, number, score in zip(top.tolist(), uniq[top].tolist(), total[top].tolist()):
@@ -236,25 +239,26 @@ def blend_parts(
         else:
             if block < n:  # ran out (or ties ran on): look at everything
                 block = n
-                top = np.argsort(total)[::-1]
+                top = total.argsort()[::-1]
                 ranked.clear()
                 continue
         break
-    if len({r[2] for r in ranked}) < len(ranked):
+    if len({r[2] for r in ranked}) < len(ranked):  # ties: by id
         ranked.sort(key=lambda r: (-r[2], r[1]))
         del ranked[m:]
+    # at most max_category_share of the list from one category
     k = config.k
     cap = max(1, math.ceil(k * config.max_category_share))
-    per_cat = {}
-    full = set()
-    chosen = []
-    held = []
+    per_cat: dict[str, int] = {}
+    full: set[str] = set()  # the categories at the cap
+    chosen: list[tuple[int, str, float, int]] = []
+    held: list[tuple[int, str, float, int]] = []
     if callable(category_of):
         cats, no_cats = category_of, None
     else:
         cats, no_cats = category_of.get, ()
     for r in ranked:
-        item_cats = cats(r[1]) if no_cats is None else cats(r[1], no_cats)
+        item_cats = cats(r[1]) if no_cats is None else cats(r[1], no_cats)  # type: ignore[call-arg]
         if item_cats:
             if full and not full.isdisjoint(item_cats):
                 held.append(r)
@@ -266,6 +270,7 @@ def blend_parts(
         chosen.append(r)
         if len(chosen) >= k:
             break
+    # Not enough variety to honour the cap: fill up with the best held-back items.
     chosen.extend(held[: k - len(chosen)])
     if not chosen:
         return []
@@ -277,7 +282,7 @@ def blend_parts(
     if nk == 1:
         best_kind = [0] * len(chosen)
     else:  # the first kind on ties
-        best_kind = (per_kind[:, [r[0] for r in chosen]] * kw[:, None]).argmax(axis=0).tolist()
+        best_kind = (per_kind.take([r[0] for r in chosen], axis=1) * kw[:, None]).argmax(axis=0).tolist()
     n_parts = len(part_kind)
     if n_parts == 1:
         why = [reasons[0]] * len(chosen)

@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import heapq
 import math
 from operator import itemgetter
 from typing import Optional, Sequence
@@ -173,26 +172,31 @@ class CoVisitation:
         if mine is None:
             mine = pairs[i] = {}
         paired = 0
-        for d, j in enumerate(nums):
+        for j, r in zip(nums, rw):
             if j == i:
                 continue
-            inc = w * rw[d]
+            inc = w * r
             nb = pairs.get(j)
             if nb is None:
                 nb = pairs[j] = {}
             nb[i] = nb.get(i, 0.0) + inc
             updates[j] += 1
             if len(nb) > cap:
-                pairs[j] = dict(heapq.nlargest(self.max_neighbours, nb.items(), key=itemgetter(1)))
+                pairs[j] = self._prune(nb)
             mine[j] = mine.get(j, 0.0) + inc
             if len(mine) > cap:
-                mine = pairs[i] = dict(heapq.nlargest(self.max_neighbours, mine.items(), key=itemgetter(1)))
+                mine = pairs[i] = self._prune(mine)
             paired += 1
         updates[i] += paired
         if paired == len(others):
             others.insert(0, item)
             return others
         return [item] + [o for o, j in zip(others, nums) if j != i]
+
+    def _prune(self, nb: dict[int, float]) -> dict[int, float]:
+        """The ``max_neighbours`` strongest of ``nb``, strongest first (the earliest on
+        ties). (A C-level sort: several times faster than ``heapq.nlargest`` here.)"""
+        return dict(sorted(nb.items(), key=itemgetter(1), reverse=True)[: self.max_neighbours])
 
     def ranked(self, i: int) -> tuple[np.ndarray, np.ndarray, str]:
         """The cached best neighbours of item number ``i``: (numbers, scores, the reason
@@ -214,8 +218,9 @@ class CoVisitation:
         scores /= self._pop_beta[js]
         size = self.list_size
         if n > size:
-            cut = np.partition(scores, n - size)[n - size]
-            keep = scores >= cut
+            part = scores.copy()
+            part.partition(n - size)
+            keep = scores >= part[n - size]
             if np.count_nonzero(keep) > size:  # ties at the cut: the smaller id wins
                 ids = self.index.ids
                 best = sorted(np.flatnonzero(keep).tolist(), key=lambda k: (-scores[k], ids[js[k]]))[:size]

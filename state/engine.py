@@ -6,6 +6,9 @@ The engine is the dataflow's one shard of global state. It receives every accept
 * :class:`~pulse.state.trending.Trending` popularity: global, per category, per segment;
 * :class:`~pulse.state.covisit.CoVisitation` item-to-item co-visitation;
 * the River models of :mod:`pulse.state.segments` and :mod:`pulse.state.anomaly`;
+* an :class:`~pulse.state.covisit.ItemIndex` that numbers items, so that a user's
+  candidates are gathered and blended as numpy arrays
+  (:func:`~pulse.operators.recommend.blend_parts`);
 * a bounded LRU of per-user recommendation state (recent items, exclusions, segment,
   anomaly flag, when recommendations were last written).
 
@@ -37,7 +40,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Collection, Iterable, NamedTuple, Optional, Sequence
 
-import numpy as np
 import orjson
 
 from pulse.operators.events import Event
@@ -80,7 +82,7 @@ class EngineConfig:
     covisit_beta: float = 0.3
     #: how many of the user's recent items seed co-visitation candidates, and how much
     #: each step back in the user's history counts
-    recs_seed_items: int = 10
+    recs_seed_items: int = 8
     recs_seed_recency: float = 0.9
     recs_interval_s: float = 1.0
     #: False only for offline evaluation, which asks for lists itself
@@ -146,6 +148,7 @@ class Engine:
         self.covisit = CoVisitation(c.covisit_half_life_s, c.covisit_window, c.covisit_recency, c.covisit_neighbours,
                                     c.covisit_alpha, c.covisit_beta, index=self.index)
         self._scratch = Scratch()  # work arrays of the blend
+        self._category_reasons: dict[str, str] = {}  # category -> "category:<c>"
         self.segmenter = Segmenter(c.segments)
         self.detector = AnomalyDetector(c.anomaly)
         self.users: OrderedDict[str, UserRecState] = OrderedDict()
@@ -199,7 +202,11 @@ class Engine:
                 self._schedule_recs(up.user_id, st, ev.ts, writes)
         if profile_changed and st.profile is not None:
             writes.append(self._profile_write(up.user_id, st))
-        writes.extend(self.tick(self.clock))
+        clock, due = self.clock, self._due
+        if (due and due[0][0] <= clock) or self._global_at is None or (
+            self.events - self._global_events >= self.config.global_min_events
+        ):
+            writes.extend(self.tick(clock))
         return writes
 
     def _learn_event(self, st: UserRecState, ev: Event, weight: float) -> None:
@@ -251,10 +258,11 @@ class Engine:
     def _learn_window(self, user_id: str, st: UserRecState, window: WindowAgg, writes: list[Write]) -> bool:
         changed = False
         if window.kind == self.config.anomaly.window:
-            was = st.anomaly["flagged"]
-            verdict = self.detector.learn_one(window, st.anomaly)
+            previous = st.anomaly
+            was = previous["flagged"]
+            verdict = self.detector.learn_one(window, previous)
             st.anomaly = verdict
-            changed = True
+            changed = verdict != previous
             if verdict["flagged"] and not was:
                 writes.append(
                     StreamAdd(
@@ -287,12 +295,14 @@ class Engine:
         depth = self.config.blend.k * 2
         c = Candidates()
         kinds, reasons, numbers, scores = c.kinds.append, c.reasons.append, c.numbers.append, c.scores.append
-        factors, sizes = c.factors.append, c.sizes.append
+        factors, sizes, names = c.factors.append, c.sizes.append, c.kind_names
 
         def head(t: Trending, kind: str, reason: str, f: float) -> None:
             nums, stored = t.head_arrays(depth)
             if len(nums):
-                kinds(kind)
+                if not names or names[-1] != kind:
+                    names.append(kind)
+                kinds(len(names) - 1)
                 reasons(reason)
                 numbers(nums)
                 scores(stored)
@@ -310,6 +320,7 @@ class Engine:
             lists, updates, refresh_after = cv._lists, cv._updates, cv.refresh_after
             known = self.index.numbers.get
             recent = st.recent
+            kind = -1
             for k in range(len(recent) - 1, max(-1, len(recent) - 1 - self.config.recs_seed_items), -1):
                 i = known(recent[k])
                 if i is not None:
@@ -318,7 +329,10 @@ class Engine:
                         entry = cv.ranked(i)
                     js, sc, reason = entry
                     if reason:
-                        kinds("co_visit")
+                        if kind < 0:
+                            names.append("co_visit")
+                            kind = len(names) - 1
+                        kinds(kind)
                         reasons(reason)
                         numbers(js)
                         scores(sc)
@@ -330,7 +344,10 @@ class Engine:
             for cat, affinity in st.categories[:3]:
                 t = self.by_category.get(cat)
                 if t is not None and affinity > 0:
-                    head(t, "category", f"category:{cat}", affinity)
+                    reason = self._category_reasons.get(cat)
+                    if reason is None:
+                        reason = self._category_reasons[cat] = f"category:{cat}"
+                    head(t, "category", reason, affinity)
         if st.segment is not None and weights.get("segment", 0.0) > 0:
             t = self.by_segment.get(st.segment)
             if t is not None:
@@ -345,7 +362,8 @@ class Engine:
         ids = self.index.ids
         sources: dict[str, Source] = {}
         c = self._parts(st, now)
-        for kind, reason, js, sc, f in zip(c.kinds, c.reasons, c.numbers, c.scores, c.factors):
+        for k, reason, js, sc, f in zip(c.kinds, c.reasons, c.numbers, c.scores, c.factors):
+            kind = c.kind_names[k]
             part = {ids[j]: s * f for j, s in zip(js.tolist(), sc.tolist())}
             src = sources.get(kind)
             if src is None:

@@ -49,8 +49,10 @@ class Trending:
     Ties rank by key, so the order is deterministic.
     """
 
+    RANK_EVERY = 200  # the cached ranking is rebuilt after max(RANK_EVERY, len/20) increments
+
     __slots__ = ("decay", "max_keys", "numbers", "landmark", "counts", "learned", "_head", "_rank_at", "_head_size",
-                 "_scale_ts", "_scale_f", "_head_pos", "_head_nums", "_head_vals")
+                 "_scale_ts", "_scale_f", "_head_pos", "_head_nums", "_head_vals", "_views")
 
     def __init__(self, half_life_s: float = 86_400.0, max_keys: int = 1_000_000,
                  numbers: Optional[Mapping[str, int]] = None) -> None:
@@ -69,9 +71,19 @@ class Trending:
         self._head_pos: dict[str, int] = {}
         self._head_nums = np.zeros(0, dtype=np.intp)
         self._head_vals = np.zeros(0)
+        self._views: tuple = (-1, None, None)  # (n, nums[:n], vals[:n]) of the last head_arrays
 
     def __len__(self) -> int:
         return len(self.counts)
+
+    def __getstate__(self) -> dict:
+        # (head_arrays' cached views would come back as copies: they are rebuilt instead)
+        return {name: getattr(self, name) for name in self.__slots__ if name != "_views"}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._views = (-1, None, None)
 
     def _scale(self, ts: int) -> float:
         if ts == self._scale_ts:
@@ -119,7 +131,7 @@ class Trending:
 
     def head(self, now: int, n: int, exclude: Collection[str] = (), size: int = 200) -> list[tuple[str, float]]:
         """Like :meth:`top`, read from a cached ranking of the ``size`` best keys that is
-        rebuilt after every ``max(100, len/20)`` increments: the hot path of
+        rebuilt after every ``max(200, len/20)`` increments: the hot path of
         recommendations, where a little staleness does not matter but ranking the whole
         table per request would. Keys beyond ``size`` are not offered."""
         keys, stored = self.pick(n, exclude, size)
@@ -146,26 +158,44 @@ class Trending:
         """The best ``n`` keys of the cached ranking (see :meth:`head`; nothing is
         excluded) as (item numbers, stored counts); the counts times :meth:`factor` are
         the values. The arrays are views: copy them before changing them."""
+        views = self._views
+        if views[0] == n and self.learned < self._rank_at and size <= self._head_size:
+            return views[1], views[2]
         if self.landmark is None:
             return self._head_nums[:0], self._head_vals[:0]
         self._rank(size)
-        return self._head_nums[:n], self._head_vals[:n]
+        nums, vals = self._head_nums[:n], self._head_vals[:n]
+        self._views = (n, nums, vals)
+        return nums, vals
 
     def _rank(self, size: int) -> None:
         if self.learned >= self._rank_at or size > self._head_size:
             counts = self.counts
             n = len(counts)
             keys = list(counts)
-            if n > size:  # a partial selection in numpy, then an exact sort of the few
-                vals = np.fromiter(counts.values(), dtype=np.float64, count=n)
-                cut = np.partition(vals, n - size)[n - size]
-                best = np.flatnonzero(vals >= cut)
-                pairs = sorted(zip((-vals[best]).tolist(), [keys[i] for i in best.tolist()]))
+            vals = np.fromiter(counts.values(), dtype=np.float64, count=n)
+            if n > size:  # a partial selection, then an exact ranking of the few
+                part = -vals
+                part.partition(size - 1)
+                best = np.flatnonzero(vals >= -part[size - 1])  # the best `size`, and ties
+                order = best[(-vals[best]).argsort(kind="stable")]
             else:
-                pairs = sorted(zip([-v for v in counts.values()], keys))
-            ranked = [k for v, k in pairs[:size] if v < 0]  # ranked by (-count, key); counts > 0
+                order = (-vals).argsort(kind="stable")
+            ranked = [keys[i] for i in order.tolist()]
+            ranked_vals = vals[order]
+            ties = np.flatnonzero(ranked_vals[1:] == ranked_vals[:-1]).tolist()
+            start = 0
+            for j, i in enumerate(ties):  # each run of equal counts ranks by key
+                if j == len(ties) - 1 or ties[j + 1] != i + 1:
+                    first = ties[start]
+                    ranked[first:i + 2] = sorted(ranked[first:i + 2])
+                    start = j + 1
+            del ranked[size:]
+            while ranked and counts[ranked[-1]] <= 0:
+                ranked.pop()
             self._head = ranked
-            self._rank_at = self.learned + max(100, n // 20)
+            self._views = (-1, None, None)
+            self._rank_at = self.learned + max(self.RANK_EVERY, n // 20)
             self._head_size = size
             if self.numbers is not None:
                 self._head_pos = {k: p for p, k in enumerate(ranked)}
