@@ -15,6 +15,7 @@ from pulse.state.anomaly import AnomalyConfig
 from pulse.state.engine import EngineConfig
 from pulse.state.keys import KeySchema
 from pulse.state.profile import ProfileConfig
+from pulse.state.rules import RuleConfig
 from pulse.state.segments import SegmentConfig
 from pulse.state.user import UserConfig
 
@@ -32,6 +33,11 @@ class Settings(BaseSettings):
     profile_half_life_s: float = Field(7 * 86400, description="half-life of user affinities (event time)")
     long_dwell_ms: int = 30_000
     quick_exit_ms: int = 3_000
+    # rule-based segments (enthusiast:<category>)
+    enthusiast_min_items: int = Field(5, description="distinct items of a category viewed to be in enthusiast:<category>")
+    enthusiast_window_s: float = Field(86400.0, description="event-time seconds within which those items must have been viewed")
+    enthusiast_event_types: tuple[str, ...] = Field(("view",), description="event types that count as viewing an item")
+    enthusiast_max_categories: int = Field(32, description="categories tracked per user for the rule")
     # windows
     tumbling_s: tuple[int, ...] = (60, 3600)
     session_gap_s: int = 1800
@@ -74,6 +80,8 @@ class Settings(BaseSettings):
     def user_config(self) -> UserConfig:
         return UserConfig(
             profile=ProfileConfig(half_life_s=self.profile_half_life_s, long_dwell_ms=self.long_dwell_ms, quick_exit_ms=self.quick_exit_ms),
+            rules=RuleConfig(min_items=self.enthusiast_min_items, window_s=self.enthusiast_window_s,
+                             event_types=tuple(self.enthusiast_event_types), max_categories=self.enthusiast_max_categories),
             tumbling_s=tuple(self.tumbling_s),
             session_gap_s=self.session_gap_s,
             allowed_lateness_s=self.allowed_lateness_s,

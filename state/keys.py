@@ -11,7 +11,8 @@ key                                    type         value
                                                     "segment", "items": [{"item_id", "score",
                                                     "reason"}]}``
 ``pulse:user:{<user_id>}:profile``     string/JSON  counts per type, last_seen, engagement,
-                                                    decayed affinities, segment, anomaly
+                                                    decayed affinities, segment, rule
+                                                    segments, anomaly
 ``pulse:item:{<item_id>}:similar``     string/JSON  ``[{"item_id", "score"}]`` co-visitation
 ``pulse:trending``                     sorted set   item -> decayed popularity
 ``pulse:trending:category:{<c>}``      sorted set   item -> decayed popularity in category c

@@ -1,4 +1,5 @@
-"""Per-user state kept by the dataflow's user step: dedup, windows and the profile.
+"""Per-user state kept by the dataflow's user step: dedup, windows, the profile and the
+rule-based segments (:mod:`pulse.state.rules`).
 
 One :class:`UserState` exists per active user, on the worker that owns the user's key.
 It is deliberately small and bounded (a capped ring of recent event ids, the user's open
@@ -24,11 +25,13 @@ from typing import NamedTuple, Optional
 from pulse.operators.events import Event
 from pulse.operators.windows import UserWindows, WindowAgg
 from pulse.state.profile import ProfileConfig, UserProfile
+from pulse.state.rules import EnthusiastRules, RuleConfig
 
 
 @dataclass(frozen=True)
 class UserConfig:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
+    rules: RuleConfig = field(default_factory=RuleConfig)
     dedup_capacity: int = 1_024
     tumbling_s: tuple[int, ...] = (60, 3600)
     session_gap_s: int = 1800
@@ -53,6 +56,7 @@ class UserState:
         self.event_ids: dict[str, None] = {}
         self.windows = UserWindows(config.tumbling_s, config.session_gap_s, config.allowed_lateness_s)
         self.profile = UserProfile(config.profile)
+        self.rules = EnthusiastRules(config.rules)
         self.profile_sent_at: Optional[int] = None
         self.profile_dirty = False
 
@@ -65,8 +69,9 @@ class UserState:
             if len(self.event_ids) > self.config.dedup_capacity:
                 del self.event_ids[next(iter(self.event_ids))]
         weight = self.profile.learn_one(ev)
+        self.rules.learn_one(ev)
         closed, late = self.windows.learn_one(ev)
-        self.profile_dirty = True
+        self.profile_dirty = True  # (rule segments can only change here too)
         return Learned(False, weight, closed, bool(late))
 
     def profile_due(self, now: int) -> bool:
@@ -78,4 +83,7 @@ class UserState:
     def profile_doc(self, now: int) -> dict:
         self.profile_sent_at = now
         self.profile_dirty = False
-        return self.profile.to_doc(now)
+        doc = self.profile.to_doc(now)
+        last = self.profile.last_seen
+        doc["rule_segments"] = self.rules.predict_one(now if last is None or now > last else last)
+        return doc
