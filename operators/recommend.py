@@ -68,48 +68,145 @@ def source(kind: str, scores: Mapping[str, float]) -> Source:
 
 
 class Candidates:
-    """Candidate parts in item numbers, column by column (cheap to fill, see
-    :func:`blend_parts`): part ``p`` of kind ``kind_names[kinds[p]]`` (kinds are numbered
-    in order of first appearance), named ``reasons[p]``, offers the items ``numbers[p]``
-    (a numpy int array, distinct within the part, not empty) with ``scores[p] ×
-    factors[p]`` (``scores[p]`` a float array, scores >= 0).
+    """Candidate parts in item numbers, cheap to fill (see :func:`blend_parts`).
+
+    Two shapes of part:
+
+    * *list parts*, column by column: part ``p`` of kind ``kind_names[kinds[p]]``, named
+      ``reasons[p]``, offers the items ``numbers[p]`` (an int64 array, distinct within
+      the part, not empty) with ``scores[p] × factors[p]`` (``scores[p]`` a float64
+      array, scores >= 0);
+    * *seed parts*, of kind ``kind_names[0]`` (``co_visit``): seed item ``seeds[s]``
+      offers its cached neighbour list from ``pool`` (a :class:`ListPool`) with
+      ``seed_factors[s]``, named ``seed_reasons[s]``.
+
+    Kinds are numbered in order of first appearance, the seeds' kind first.
     """
 
-    __slots__ = ("kind_names", "kinds", "reasons", "numbers", "scores", "factors", "sizes")
+    __slots__ = ("kind_names", "kinds", "reasons", "numbers", "scores", "factors", "sizes",
+                 "seeds", "seed_factors", "seed_reasons", "pool")
 
-    def __init__(self) -> None:
-        self.kind_names: list[str] = []
+    def __init__(self, pool: Optional["ListPool"] = None, seed_kind: str = "co_visit") -> None:
+        self.kind_names: list[str] = [seed_kind]
         self.kinds: list[int] = []
         self.reasons: list[str] = []
         self.numbers: list[np.ndarray] = []
         self.scores: list[np.ndarray] = []
         self.factors: list[float] = []
         self.sizes: list[int] = []
+        self.seeds: list[int] = []
+        self.seed_factors: list[float] = []
+        self.seed_reasons: list[str] = []
+        self.pool = pool if pool is not None else _NO_POOL
 
     def __len__(self) -> int:
-        return len(self.kinds)
+        return len(self.kinds) + len(self.seeds)
+
+    def kind(self, name: str) -> int:
+        """The number of kind ``name`` (numbered on first use)."""
+        names = self.kind_names
+        if name not in names:
+            names.append(name)
+        return names.index(name)
 
     def add(self, kind: str, reason: str, numbers: np.ndarray, scores: np.ndarray, factor: float = 1.0) -> None:
-        """Add a part (an empty one is left out)."""
+        """Add a list part (an empty one is left out)."""
         size = len(numbers)
         if size:
-            names = self.kind_names
-            if kind not in names:
-                names.append(kind)
-            self.kinds.append(names.index(kind))
+            self.kinds.append(self.kind(kind))
             self.reasons.append(reason)
             self.numbers.append(numbers)
             self.scores.append(scores)
             self.factors.append(factor)
             self.sizes.append(size)
 
-    def only(self, kinds: Collection[str]) -> "Candidates":
-        """The parts of these kinds."""
-        out = Candidates()
-        for p, k in enumerate(self.kinds):
-            if self.kind_names[k] in kinds:
-                out.add(self.kind_names[k], self.reasons[p], self.numbers[p], self.scores[p], self.factors[p])
-        return out
+    def add_seed(self, seed: int, reason: str, factor: float = 1.0) -> None:
+        """Add a seed part: the pool's list of item number ``seed``."""
+        self.seeds.append(seed)
+        self.seed_factors.append(factor)
+        self.seed_reasons.append(reason)
+
+
+class ListPool:
+    """Ranked lists of many items in one pair of flat arrays, so that compiled code can
+    gather them by item number: list ``i`` is ``numbers[start[i]:start[i] + length[i]]``
+    with ``scores`` alike (``length[i] == 0``: no list). A rebuilt list is appended and
+    the old range becomes garbage, reclaimed when it outweighs the live lists.
+
+    >>> pool = ListPool()
+    >>> pool.put(3, np.array([7, 8]), np.array([0.5, 0.25]))
+    >>> pool.get(3)
+    (array([7, 8]), array([0.5 , 0.25]))
+    """
+
+    __slots__ = ("start", "length", "numbers", "scores", "used", "live")
+
+    def __init__(self, items: int = 64, capacity: int = 1024) -> None:
+        self.start = np.zeros(items, dtype=np.int64)
+        self.length = np.zeros(items, dtype=np.int64)
+        self.numbers = np.zeros(capacity, dtype=np.int64)
+        self.scores = np.zeros(capacity)
+        self.used = 0  # entries written
+        self.live = 0  # entries in current lists
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def grow(self, items: int) -> None:
+        """Make room for item numbers below ``items``."""
+        if items > len(self.start):
+            size = max(items, 2 * len(self.start))
+            for name in ("start", "length"):
+                old = getattr(self, name)
+                new = np.zeros(size, dtype=np.int64)
+                new[: len(old)] = old
+                setattr(self, name, new)
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """List ``i`` (views: do not modify them)."""
+        if i >= len(self.start):
+            return _NO_LIST
+        s, n = int(self.start[i]), int(self.length[i])
+        return self.numbers[s : s + n], self.scores[s : s + n]
+
+    def put(self, i: int, numbers: np.ndarray, scores: np.ndarray) -> None:
+        """Replace list ``i``."""
+        self.grow(i + 1)
+        n = len(numbers)
+        self.live += n - int(self.length[i])
+        if self.used + n > len(self.numbers):
+            self._make_room(n)
+        s = self.used
+        self.numbers[s : s + n] = numbers
+        self.scores[s : s + n] = scores
+        self.start[i], self.length[i] = s, n
+        self.used = s + n
+
+    def clear(self) -> None:
+        """Drop every list."""
+        self.length[:] = 0
+        self.used = self.live = 0
+
+    def _make_room(self, n: int) -> None:
+        # Compact into new arrays (views handed out earlier stay valid), doubled when
+        # the live lists fill more than half.
+        live = np.flatnonzero(self.length)
+        capacity = len(self.numbers)
+        while self.live + n > capacity // 2:
+            capacity *= 2
+        numbers, scores = np.zeros(capacity, dtype=np.int64), np.zeros(capacity)
+        at = 0
+        for i in live.tolist():
+            s, m = int(self.start[i]), int(self.length[i])
+            numbers[at : at + m] = self.numbers[s : s + m]
+            scores[at : at + m] = self.scores[s : s + m]
+            self.start[i] = at
+            at += m
+        self.numbers, self.scores, self.used = numbers, scores, at
+
+
+_NO_LIST = (np.zeros(0, dtype=np.int64), np.zeros(0))
+_NO_POOL = ListPool(items=1, capacity=1)
 
 
 def blend(
@@ -136,30 +233,172 @@ def blend(
     return blend_parts(cands, config, ids, exclude, category_of)
 
 
+def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
+                items, vals, sizes, part_kind, part_f, kind_w,
+                excluded, want, acc, best_val, best_part, stamp, mark, uniq, total, why):  # pragma: no cover (compiled)
+    """The numeric core of :func:`blend_parts`, compiled by numba: sums per (kind, item)
+    over the seed parts (gathered from the pool) then the list parts, each kind scaled
+    by ``weight / its best sum``; writes the distinct items to ``uniq`` (by total
+    score, best first, the earlier on ties), their totals to ``total`` and the part that
+    gave most to their best kind to ``why`` (seed parts are numbered first, then the
+    list parts; the first wins ties). Work arrays are ``kinds × width`` row-major;
+    ``stamp == mark`` says an item's cells are already in use in this call, so they
+    need no clearing between calls; ``stamp == -mark`` marks the ``excluded`` item
+    numbers, which are left out of the output. Only the first ``want`` items written
+    are in order; the others follow in no particular order. Returns the number of items
+    written."""
+    width = len(stamp)
+    nk = len(kind_w)
+    n = 0
+    n_seeds = len(seeds)
+    if kind_w[0] > 0:
+        for s in range(n_seeds):
+            i = seeds[s]
+            f = seed_f[s]
+            for e in range(pool_start[i], pool_start[i] + pool_len[i]):
+                j = pool_nums[e]
+                if stamp[j] != mark:
+                    stamp[j] = mark
+                    uniq[n] = j
+                    n += 1
+                    for k in range(nk):
+                        acc[k * width + j] = 0.0
+                        best_val[k * width + j] = -1.0
+                v = pool_scores[e] * f
+                cell = j
+                acc[cell] += v
+                if v > best_val[cell]:
+                    best_val[cell] = v
+                    best_part[cell] = s
+    e = 0
+    for p in range(len(sizes)):
+        k = part_kind[p]
+        f = part_f[p]
+        if kind_w[k] <= 0:
+            e += sizes[p]
+            continue
+        for _ in range(sizes[p]):
+            j = items[e]
+            v = vals[e] * f
+            e += 1
+            if stamp[j] != mark:
+                stamp[j] = mark
+                uniq[n] = j
+                n += 1
+                for k2 in range(nk):
+                    acc[k2 * width + j] = 0.0
+                    best_val[k2 * width + j] = -1.0
+            cell = k * width + j
+            acc[cell] += v
+            if v > best_val[cell]:
+                best_val[cell] = v
+                best_part[cell] = n_seeds + p
+    scale = np.zeros(nk)
+    for k in range(nk):
+        top = 0.0
+        for u in range(n):
+            a = acc[k * width + uniq[u]]
+            if a > top:
+                top = a
+        scale[k] = kind_w[k] / top if top > 0 else 0.0
+    scores = np.empty(n)
+    parts = np.empty(n, dtype=np.int64)
+    for u in range(n):
+        j = uniq[u]
+        t = 0.0
+        best = -1.0
+        best_k = 0
+        for k in range(nk):
+            c = scale[k] * acc[k * width + j]
+            t += c
+            if c > best:
+                best = c
+                best_k = k
+        scores[u] = t
+        parts[u] = best_part[best_k * width + j]
+    for x in range(len(excluded)):
+        j = excluded[x]
+        if j < width and stamp[j] == mark:
+            stamp[j] = -mark
+    # the best `want` items not excluded, in order (insertion into a sorted buffer: a
+    # full sort costs more than the blend), then the others in no order
+    if want > n:
+        want = n
+    top = np.empty(want, dtype=np.int64)
+    filled = 0
+    rest = np.empty(n, dtype=np.int64)
+    n_rest = 0
+    for u in range(n):
+        if stamp[uniq[u]] != mark:
+            continue
+        sc = scores[u]
+        if filled == want:
+            if want == 0 or sc <= scores[top[filled - 1]]:
+                rest[n_rest] = u
+                n_rest += 1
+                continue
+            rest[n_rest] = top[filled - 1]  # pushed out of the buffer
+            n_rest += 1
+            filled -= 1
+        pos = filled
+        while pos > 0 and scores[top[pos - 1]] < sc:
+            top[pos] = top[pos - 1]
+            pos -= 1
+        top[pos] = u
+        filled += 1
+    ranked = uniq[:n].copy()
+    out = 0
+    for r in range(filled + n_rest):
+        u = top[r] if r < filled else rest[r - filled]
+        uniq[out] = ranked[u]
+        total[out] = scores[u]
+        why[out] = parts[u]
+        out += 1
+    return out
+
+
 class Scratch:
-    """Work arrays of :func:`blend_parts`, reused between calls (the accumulators are
-    left all zeros); they grow with the item numbers."""
+    """Work arrays of :func:`blend_parts`, reused between calls; they grow with the item
+    numbers and the number of kinds."""
 
-    __slots__ = ("size", "rows", "acc", "best", "slot", "arange")
+    __slots__ = ("width", "rows", "acc", "best_val", "best_part", "stamp", "mark", "uniq", "total", "why")
 
-    def __init__(self, size: int = 1024, rows: int = 4) -> None:
-        self.size = size  # item numbers below this fit
+    def __init__(self, width: int = 1024, rows: int = 4) -> None:
+        self.width = width  # item numbers below this fit
         self.rows = rows  # kinds that fit
-        self.acc = np.zeros(rows * size)  # sums per (kind, item number), row-major
-        self.best = np.zeros(rows * size, dtype=np.int64)  # best part per (kind, item), encoded
-        self.slot = np.zeros(size, dtype=np.intp)
-        self.arange = np.arange(4 * size)
+        self.acc = np.zeros(rows * width)
+        self.best_val = np.zeros(rows * width)
+        self.best_part = np.zeros(rows * width, dtype=np.int64)
+        self.stamp = np.zeros(width, dtype=np.int64)
+        self.mark = 0
+        self.uniq = np.zeros(width, dtype=np.int64)
+        self.total = np.zeros(width)
+        self.why = np.zeros(width, dtype=np.int64)
 
-    def ensure(self, size: int, rows: int, entries: int) -> None:
-        """Make room for item numbers below ``size``, ``rows`` kinds and ``entries``."""
-        if size > self.size or rows > self.rows:
-            self.__init__(max(size, 2 * self.size), max(rows, self.rows))  # type: ignore[misc]
-        if entries > len(self.arange):
-            self.arange = np.arange(2 * entries)
+    def ensure(self, width: int, rows: int) -> None:
+        """Make room for item numbers below ``width`` and ``rows`` kinds."""
+        if width > self.width or rows > self.rows:
+            self.__init__(max(width, 2 * self.width), max(rows, self.rows))  # type: ignore[misc]
+
+
+_kernel: Optional[Callable] = None
+
+
+def compiled() -> Callable:
+    """The compiled :func:`_accumulate` (numba, cached on disk; compiled on first use,
+    which takes a few seconds once per installation)."""
+    global _kernel
+    if _kernel is None:
+        import numba
+
+        _kernel = numba.njit(cache=True, nogil=True)(_accumulate)
+    return _kernel
 
 
 _new_rec = tuple.__new__
-_max = np.maximum.reduce  # (ndarray.max goes through a Python wrapper)
+_I64 = np.int64
+_EMPTY_I = np.zeros(0, dtype=np.int64)
+_EMPTY_F = np.zeros(0)
 
 
 def blend_parts(
@@ -169,11 +408,16 @@ def blend_parts(
     exclude: Collection[str],
     category_of: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]],
     scratch: Optional[Scratch] = None,
+    exclude_numbers: Optional[np.ndarray] = None,
 ) -> list[Rec]:
     """:func:`blend` over :class:`Candidates` in item numbers (``ids`` maps numbers to
     item ids): a kind's score of an item is the sum of ``score × factor`` over the kind's
     parts. The reason of a recommended item is the part that gave most to its best kind
-    (the first such part on ties). ``scratch`` saves allocating work arrays per call.
+    (the first such part on ties). Excluded items are given as ids (``exclude``), as
+    item numbers (``exclude_numbers``, an int64 array: cheaper), or both. ``scratch``
+    saves allocating work arrays per call. The sums, the ranking and the exclusion by
+    number run compiled (:func:`_accumulate`); the category cap, which looks at a few
+    items only, in Python.
 
     >>> import numpy as np
     >>> c = Candidates()
@@ -183,117 +427,103 @@ def blend_parts(
     >>> [(r.item_id, r.score, r.reason) for r in blend_parts(c, BlendConfig(k=2), ["a", "b", "c"], (), {})]
     [('b', 1.0, 'co_visit:y'), ('a', 0.716667, 'co_visit:x')]
     """
-    weights = config.weights
-    kind_w = [weights.get(kind, 0.0) for kind in cands.kind_names]
-    if min(kind_w, default=0.0) <= 0:  # leave out the kinds without weight
-        cands = cands.only([kind for kind, w in zip(cands.kind_names, kind_w) if w > 0])
-        kind_w = [weights[kind] for kind in cands.kind_names]
     if not len(cands):
         return []
-    nk = len(kind_w)
-    part_kind = cands.kinds
-    items = np.concatenate(cands.numbers)
-    n_entries = len(items)
+    weights = config.weights
+    kind_w = np.array([max(0.0, weights.get(kind, 0.0)) for kind in cands.kind_names])
     if scratch is None:
-        scratch = Scratch(len(ids), nk)
-    scratch.ensure(len(ids), nk, n_entries)
-    width = scratch.size
-    entry_part = scratch.arange[: len(part_kind)].repeat(cands.sizes)
-    vals = np.concatenate(cands.scores)
-    vals *= np.array(cands.factors)[entry_part]
-    flat = items + (np.array(part_kind) * width)[entry_part] if nk > 1 else items
-    # sums per (kind, item) in the scratch accumulator; the distinct items are those
-    # whose entry wins a scatter of the entry numbers
-    acc = scratch.acc
-    np.add.at(acc, flat, vals)
-    slot = scratch.slot
-    entry_no = scratch.arange[:n_entries]
-    slot[items] = entry_no
-    uniq = items[slot[items] == entry_no]
-    per_kind = acc.reshape(scratch.rows, width)[:nk].take(uniq, axis=1)  # (take: C order, fast to reduce)
-    acc[flat] = 0.0
-    for k, best in enumerate(_max(per_kind, axis=1).tolist()):
-        kind_w[k] /= best or 1.0
-    kw = np.array(kind_w)
-    total = kw @ per_kind
-    # the best 2k that are not excluded (most lists are settled within them), and any
-    # items tied with the last of them; ties are then ordered by id
-    m = 2 * config.k
-    n = len(total)
-    block = min(n, 4 * m)
-    if block < n:
-        top = total.argpartition(n - block)[n - block:]
-        top = top[total[top].argsort()[::-1]]
+        scratch = Scratch(len(ids), len(kind_w))
     else:
-        top = total.argsort()[::-1]
-    ranked: list[tuple[int, str, float, int]] = []  # (place in uniq, id, score, number)
-    while True:
-        last = None
-        for pos, number, score in zip(top.tolist(), uniq[top].tolist(), total[top].tolist()):
-            if len(ranked) >= m and score != last:
-                break
-            if exclude and ids[number] in exclude:
-                continue
-            ranked.append((pos, ids[number], score, number))
-            last = score
-        else:
-            if block < n:  # ran out (or ties ran on): look at everything
-                block = n
-                top = total.argsort()[::-1]
-                ranked.clear()
-                continue
-        break
-    if len({r[2] for r in ranked}) < len(ranked):  # ties: by id
-        ranked.sort(key=lambda r: (-r[2], r[1]))
-        del ranked[m:]
-    # at most max_category_share of the list from one category
+        scratch.ensure(len(ids), len(kind_w))
+    if len(cands.kinds) > 1:
+        items, vals = np.concatenate(cands.numbers), np.concatenate(cands.scores)
+    elif cands.kinds:
+        items, vals = cands.numbers[0], cands.scores[0]
+    else:
+        items, vals = _EMPTY_I, _EMPTY_F
+    pool = cands.pool
+    args = (
+        np.array(cands.seeds, dtype=_I64), np.array(cands.seed_factors), pool.start, pool.length,
+        pool.numbers, pool.scores, items, vals, np.array(cands.sizes, dtype=_I64),
+        np.array(cands.kinds, dtype=_I64), np.array(cands.factors), kind_w,
+        _EMPTY_I if exclude_numbers is None else exclude_numbers,
+    )
+    uniq, total, why = scratch.uniq, scratch.total, scratch.why
+    kernel = _kernel or compiled()
+    # The best 2k that are not excluded (most lists are settled within them), and any
+    # items tied with the last of them; ties are then ordered by id. The kernel orders
+    # only the first few; should they not do (ties, exclusions by id), it runs again
+    # ordering everything.
     k = config.k
-    cap = max(1, math.ceil(k * config.max_category_share))
-    per_cat: dict[str, int] = {}
-    full: set[str] = set()  # the categories at the cap
-    chosen: list[tuple[int, str, float, int]] = []
-    held: list[tuple[int, str, float, int]] = []
+    m = 2 * k
+    want = m + 4 if not exclude else len(ids)
+    n = ran = -1
     if callable(category_of):
         cats, no_cats = category_of, None
     else:
         cats, no_cats = category_of.get, ()
-    for r in ranked:
-        item_cats = cats(r[1]) if no_cats is None else cats(r[1], no_cats)  # type: ignore[call-arg]
-        if item_cats:
-            if full and not full.isdisjoint(item_cats):
-                held.append(r)
+    cap = max(1, math.ceil(k * config.max_category_share))
+    while True:
+        if want > ran:
+            scratch.mark += 1
+            n = kernel(*args, want, scratch.acc, scratch.best_val, scratch.best_part, scratch.stamp, scratch.mark,
+                       uniq, total, why)
+            ran = want
+        ranked: list[tuple[int, str, float]] = []  # (place, id, score)
+        last = None
+        cut = False  # whether candidates are left beyond `ranked`
+        for place, number, score in zip(range(min(n, want)), uniq[:want].tolist(), total[:want].tolist()):
+            if len(ranked) >= m and score != last:
+                cut = True
+                break
+            item = ids[number]
+            if exclude and item in exclude:
                 continue
-            for c in item_cats:
-                count = per_cat[c] = per_cat.get(c, 0) + 1
-                if count >= cap:
-                    full.add(c)
-        chosen.append(r)
-        if len(chosen) >= k:
-            break
+            ranked.append((place, item, score))
+            last = score
+        else:
+            if want < n:  # the kernel's ordered head ran out (ties, exclusions by id)
+                want = n
+                continue
+        if len({r[2] for r in ranked}) < len(ranked):  # ties: by id
+            ranked.sort(key=lambda r: (-r[2], r[1]))
+            if len(ranked) > m:
+                del ranked[m:]
+                cut = True
+        # at most max_category_share of the list from one category
+        per_cat: dict[str, int] = {}
+        full: set[str] = set()  # the categories at the cap
+        chosen: list[tuple[int, str, float]] = []
+        held: list[tuple[int, str, float]] = []
+        for r in ranked:
+            item_cats = cats(r[1]) if no_cats is None else cats(r[1], no_cats)  # type: ignore[call-arg]
+            if item_cats:
+                if full and not full.isdisjoint(item_cats):
+                    held.append(r)
+                    continue
+                for c in item_cats:
+                    count = per_cat[c] = per_cat.get(c, 0) + 1
+                    if count >= cap:
+                        full.add(c)
+            chosen.append(r)
+            if len(chosen) >= k:
+                break
+        if len(chosen) < k and cut:  # the cap held back too many: look at everything
+            m = want = max(n, 1)
+            continue
+        break
     # Not enough variety to honour the cap: fill up with the best held-back items.
     chosen.extend(held[: k - len(chosen)])
-    if not chosen:
-        return []
-    # Reasons, for the chosen items only: their best kind, then that kind's best part,
-    # the first on ties. The best part of every (kind, item) comes from one maximum over
-    # the entries' scores as int64 (the same order for floats >= 0) whose lowest bits are
-    # replaced by the part (reversed, so that the first part wins a tie).
-    reasons = cands.reasons
-    if nk == 1:
-        best_kind = [0] * len(chosen)
-    else:  # the first kind on ties
-        best_kind = (per_kind.take([r[0] for r in chosen], axis=1) * kw[:, None]).argmax(axis=0).tolist()
-    n_parts = len(part_kind)
-    if n_parts == 1:
-        why = [reasons[0]] * len(chosen)
-    else:
-        bits = max(1, (n_parts - 1).bit_length())
-        low = (1 << bits) - 1
-        encoded = (vals.view(np.int64) & ~low) | (low - entry_part)
-        best = scratch.best
-        np.maximum.at(best, flat, encoded)
-        places = [b * width + r[3] for b, r in zip(best_kind, chosen)]
-        why = [reasons[low - (e & low)] for e in best[places].tolist()]
-        best[flat] = 0
+    # reasons: seed parts are numbered first, then the list parts
+    names = cands.seed_reasons + cands.reasons
+    parts = why.take([r[0] for r in chosen]).tolist()
     # scores to 6 decimals (round(x * 1e6) / 1e6: round(x, 6) without its slow path)
-    return [_new_rec(Rec, (r[1], round(r[2] * 1e6) / 1e6, why[c])) for c, r in enumerate(chosen)]
+    return [_new_rec(Rec, (r[1], round(r[2] * 1e6) / 1e6, names[p])) for r, p in zip(chosen, parts)]
+
+
+def warm_up() -> None:
+    """Compile the blend now (or load it from numba's cache) rather than on the first
+    recommendation."""
+    c = Candidates()
+    c.add("trending", "trending", np.array([0], dtype=np.int64), np.array([1.0]))
+    blend_parts(c, BlendConfig(k=1), ["x"], (), {})

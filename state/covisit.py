@@ -34,8 +34,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from pulse.operators.recommend import ListPool
+
 _MAX_EXPONENT = 300.0
-_EMPTY: tuple[np.ndarray, np.ndarray, str] = (np.zeros(0, dtype=np.intp), np.zeros(0), "")
+_EMPTY: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), np.zeros(0))
 
 
 class ItemIndex:
@@ -107,10 +109,12 @@ class CoVisitation:
         self.popularity: list[float] = []
         self._pop_beta = np.ones(64)  # popularity^β per item number (1 when none)
         self._learned = 0  # items with a popularity
-        #: item number -> (neighbour numbers, their c / pop^β / pop(item)^α,
-        #: "co_visit:<item>"), or None
-        self._lists: list[Optional[tuple[np.ndarray, np.ndarray, str]]] = []
+        #: cached ranked lists: item number -> (neighbour numbers, their
+        #: c / pop^β / pop(item)^α), gathered by the compiled blend
+        self.lists = ListPool()
+        self._built: list[bool] = []  # whether an item's cached list is current
         self._updates: list[int] = []  # updates per item number since its list was built
+        self.reasons: list[str] = []  # item number -> "co_visit:<item>"
 
     def __len__(self) -> int:
         return self._learned
@@ -128,7 +132,8 @@ class CoVisitation:
             pb = np.array(self.popularity) ** self.beta
             pb[pb <= 0] = 1.0
             self._pop_beta[: len(pb)] = pb
-            self._lists = [None] * len(self._lists)
+            self._built = [False] * len(self._built)
+            self.lists.clear()
             self.landmark = ts
             x = 0.0
         return math.exp(x)
@@ -139,11 +144,14 @@ class CoVisitation:
             pb = np.ones(max(n, 2 * len(self._pop_beta)))
             pb[: len(self._pop_beta)] = self._pop_beta
             self._pop_beta = pb
-        extra = n - len(self._lists)
+        extra = n - len(self._built)
         if extra > 0:
             self.popularity.extend([0.0] * extra)
-            self._lists.extend([None] * extra)
+            self._built.extend([False] * extra)
             self._updates.extend([0] * extra)
+            ids = self.index.ids
+            self.reasons.extend(f"co_visit:{ids[i]}" for i in range(len(self.reasons), n))
+            self.lists.grow(n)
 
     def learn_one(self, recent: Sequence[str], item: str, weight: float, ts: int) -> list[str]:
         """Pair ``item`` with the user's ``recent`` items (oldest first); returns the
@@ -159,7 +167,7 @@ class CoVisitation:
         nums = list(map(index.numbers.get, others))
         if None in nums:
             nums = [index.add(o) for o in others]
-        if len(index) > len(self._lists):
+        if len(index) > len(self._built):
             self._grow(len(index))
         pop = self.popularity
         if not pop[i]:
@@ -198,22 +206,32 @@ class CoVisitation:
         ties). (A C-level sort: several times faster than ``heapq.nlargest`` here.)"""
         return dict(sorted(nb.items(), key=itemgetter(1), reverse=True)[: self.max_neighbours])
 
-    def ranked(self, i: int) -> tuple[np.ndarray, np.ndarray, str]:
-        """The cached best neighbours of item number ``i``: (numbers, scores, the reason
-        ``co_visit:<item>``) with scores ``c(i, j) / pop(j)^β / pop(i)^α``, in no
-        particular order (see :meth:`similar`); rebuilt after ``refresh_after`` updates.
+    def fresh(self, i: int) -> bool:
+        """Make sure item number ``i``'s cached list in :attr:`lists` is current (rebuilt
+        after ``refresh_after`` updates); returns whether it has neighbours."""
+        if i >= len(self._built):
+            return False
+        if not self._built[i] or self._updates[i] >= self.refresh_after:
+            self._build(i)
+        return bool(self.lists.length[i])
+
+    def ranked(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The cached best neighbours of item number ``i``: (numbers, scores) with scores
+        ``c(i, j) / pop(j)^β / pop(i)^α``, in no particular order (see :meth:`similar`).
         Do not modify them."""
-        lists = self._lists
-        if i >= len(lists):
+        if not self.fresh(i):
             return _EMPTY
-        cached = lists[i]
-        if cached is not None and self._updates[i] < self.refresh_after:
-            return cached
+        return self.lists.get(i)
+
+    def _build(self, i: int) -> None:
+        self._built[i] = True
+        self._updates[i] = 0
         nb = self.pairs.get(i)
         if not nb:
-            return _EMPTY
+            self.lists.put(i, _EMPTY[0], _EMPTY[1])
+            return
         n = len(nb)
-        js = np.fromiter(nb.keys(), dtype=np.intp, count=n)
+        js = np.fromiter(nb.keys(), dtype=np.int64, count=n)
         scores = np.fromiter(nb.values(), dtype=np.float64, count=n)
         scores /= self._pop_beta[js]
         size = self.list_size
@@ -224,21 +242,18 @@ class CoVisitation:
             if np.count_nonzero(keep) > size:  # ties at the cut: the smaller id wins
                 ids = self.index.ids
                 best = sorted(np.flatnonzero(keep).tolist(), key=lambda k: (-scores[k], ids[js[k]]))[:size]
-                keep = np.array(best, dtype=np.intp)
+                keep = np.array(best, dtype=np.int64)
             js, scores = js[keep], scores[keep]
         pi = self.popularity[i]
         scores *= 1.0 / (pi if pi > 0 else 1.0) ** self.alpha
-        entry = (js, scores, f"co_visit:{self.index.ids[i]}")
-        lists[i] = entry
-        self._updates[i] = 0
-        return entry
+        self.lists.put(i, js, scores)
 
     def similar(self, item: str, n: Optional[int] = None) -> list[tuple[str, float]]:
         """Neighbours of ``item``, most similar first (ties by id; scores are relative)."""
         i = self.index.numbers.get(item)
         if i is None:
             return []
-        js, scores, _ = self.ranked(i)
+        js, scores = self.ranked(i)
         ids = self.index.ids
         ranked = sorted(zip((ids[j] for j in js.tolist()), scores.tolist()), key=lambda js_: (-js_[1], js_[0]))
         return ranked[: n or self.list_size]

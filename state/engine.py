@@ -20,7 +20,9 @@ Recommendations are debounced per user: refreshed at most once per ``recs_interv
 of event time; a user whose newer events were held back is refreshed as soon as the
 engine's clock (the largest event time it has seen) passes the due time, and at the end
 of the input. Global keys (trending, similar items, meta) are written once per
-``global_interval_s`` of event time (and ``global_min_events`` events), and at the end.
+``global_interval_s`` of event time (and ``global_min_events`` events), the similar lists
+and category trending spread over the events that follow (:meth:`Engine.global_writes`),
+and at the end.
 
 Example:
 
@@ -40,10 +42,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Collection, Iterable, NamedTuple, Optional, Sequence
 
+import numpy as np
 import orjson
 
 from pulse.operators.events import Event
-from pulse.operators.recommend import BlendConfig, Candidates, Rec, Scratch, Source, blend_parts
+from pulse.operators.recommend import BlendConfig, Candidates, Rec, Scratch, Source, blend_parts, warm_up
 from pulse.operators.windows import WindowAgg
 from pulse.state.anomaly import AnomalyConfig, AnomalyDetector
 from pulse.state.covisit import CoVisitation, ItemIndex
@@ -100,16 +103,73 @@ class EngineConfig:
     max_seen: int = 2_000
 
 
+class ItemSet:
+    """An insertion-ordered set of item ids with their item numbers also in an int64
+    array (what the compiled blend excludes by). Bounded: past ``capacity`` items the
+    oldest tenth is dropped at once (the array is rebuilt then, rarely).
+
+    >>> s = ItemSet(capacity=10)
+    >>> s.add("a", 4); s.add("b", 7); s.add("a", 4)
+    >>> list(s), s.numbers().tolist(), "b" in s
+    (['b', 'a'], [4, 7], True)
+    """
+
+    __slots__ = ("ids", "array", "size", "capacity")
+
+    def __init__(self, capacity: int = 2_000) -> None:
+        self.ids: dict[str, int] = {}  # id -> number, oldest first
+        self.array = _NO_NUMBERS
+        self.size = 0
+        self.capacity = capacity
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self):
+        return iter(self.ids)
+
+    def add(self, item: str, number: int) -> None:
+        """Add ``item`` (or make it the newest)."""
+        ids = self.ids
+        if item in ids:
+            del ids[item]
+            ids[item] = number
+            return
+        ids[item] = number
+        if len(ids) > self.capacity:
+            for old in list(ids)[: max(1, self.capacity // 10)]:
+                del ids[old]
+            self.array = np.fromiter(ids.values(), dtype=np.int64, count=len(ids))
+            self.size = len(ids)
+            return
+        if self.size == len(self.array):
+            grown = np.empty(max(8, 2 * self.size), dtype=np.int64)
+            grown[: self.size] = self.array
+            self.array = grown
+        self.array[self.size] = number
+        self.size += 1
+
+    def numbers(self) -> np.ndarray:
+        """The items' numbers (a view: do not keep it)."""
+        return self.array[: self.size]
+
+
+_NO_NUMBERS = np.zeros(0, dtype=np.int64)
+
+
 class UserRecState:
     """The engine's small per-user state (kept in a bounded LRU)."""
 
     __slots__ = ("recent", "seen", "purchased", "categories", "profile", "segment", "traits",
                  "anomaly", "recs_at", "recs_due", "recs_n", "last_ts")
 
-    def __init__(self) -> None:
+    def __init__(self, max_seen: int = 2_000) -> None:
         self.recent: list[str] = []  # distinct items, most recent last
-        self.seen: dict[str, None] = {}
-        self.purchased: dict[str, None] = {}
+        self.seen = ItemSet(max_seen)  # items interacted with
+        self.purchased = ItemSet(max_seen)
         self.categories: list[tuple[str, float]] = []
         self.profile: Optional[dict] = None
         self.segment: Optional[str] = None
@@ -137,6 +197,14 @@ def recomm_id(user_id: str, ts: int, n: int) -> str:
 class Engine:
     """Global models plus per-user recommendation state; see the module docstring."""
 
+    #: a round of global writes spreads its similar lists and category trending over
+    #: this share of the events the previous round took (see :meth:`global_writes`)
+    GLOBAL_SPREAD = 0.5
+    # defaults for engines restored from snapshots taken before rounds were spread
+    _gq: list = []
+    _gq_pos = _gq_start = 0
+    _gq_span = 1
+
     def __init__(self, config: EngineConfig = EngineConfig()) -> None:
         self.config = config
         c = config
@@ -148,6 +216,7 @@ class Engine:
         self.covisit = CoVisitation(c.covisit_half_life_s, c.covisit_window, c.covisit_recency, c.covisit_neighbours,
                                     c.covisit_alpha, c.covisit_beta, index=self.index)
         self._scratch = Scratch()  # work arrays of the blend
+        warm_up()
         self._category_reasons: dict[str, str] = {}  # category -> "category:<c>"
         self.segmenter = Segmenter(c.segments)
         self.detector = AnomalyDetector(c.anomaly)
@@ -161,6 +230,12 @@ class Engine:
         self._dirty_categories: set[str] = set()
         self._global_at: Optional[int] = None
         self._global_events = 0
+        # a round of global writes in progress (see global_writes): (is a category, name)
+        # still to write from _gq_pos on, a share per event over _gq_span events
+        self._gq: list[tuple[bool, str]] = []
+        self._gq_pos = 0
+        self._gq_start = 0
+        self._gq_span = 1
         self._stream_last = (0, 0)
 
     def _stream_id(self) -> str:
@@ -174,7 +249,7 @@ class Engine:
     def user(self, user_id: str) -> UserRecState:
         st = self.users.get(user_id)
         if st is None:
-            st = self.users[user_id] = UserRecState()
+            st = self.users[user_id] = UserRecState(self.config.max_seen)
             if len(self.users) > self.config.max_users:
                 self.users.popitem(last=False)
         else:
@@ -203,7 +278,7 @@ class Engine:
         if profile_changed and st.profile is not None:
             writes.append(self._profile_write(up.user_id, st))
         clock, due = self.clock, self._due
-        if (due and due[0][0] <= clock) or self._global_at is None or (
+        if (due and due[0][0] <= clock) or self._global_at is None or self._gq_pos < len(self._gq) or (
             self.events - self._global_events >= self.config.global_min_events
         ):
             writes.extend(self.tick(clock))
@@ -213,7 +288,7 @@ class Engine:
         item = ev.item_id
         if item is None:
             return
-        self.index.add(item)
+        number = self.index.add(item)
         category = ev.category
         if category:
             self.item_categories[item] = category
@@ -244,16 +319,9 @@ class Engine:
                 recent.append(item)
                 if len(recent) > self.config.max_recent:
                     del recent[0]
-        seen = st.seen
-        if item in seen:
-            del seen[item]
-        seen[item] = None
-        if len(seen) > self.config.max_seen:
-            del seen[next(iter(seen))]
+        st.seen.add(item, number)
         if ev.type == "purchase":
-            st.purchased[item] = None
-            if len(st.purchased) > self.config.max_seen:
-                del st.purchased[next(iter(st.purchased))]
+            st.purchased.add(item, number)
 
     def _learn_window(self, user_id: str, st: UserRecState, window: WindowAgg, writes: list[Write]) -> bool:
         changed = False
@@ -286,28 +354,20 @@ class Engine:
     # -- recommendations -----------------------------------------------------------
     def _parts(self, st: UserRecState, now: int) -> Candidates:
         """The candidate parts for one user, in item numbers (see
-        :func:`~pulse.operators.recommend.blend_parts`). Trending-like parts offer the
-        best ``2k`` of their cached ranking (items the user must not get are dropped
-        later, by the blend, so they still set their kind's scale); co-visitation parts are
-        the cached neighbour lists of the user's last few distinct items, newer ones
-        counting more. Kinds without weight are left out."""
+        :func:`~pulse.operators.recommend.blend_parts`). Co-visitation parts are the
+        cached neighbour lists of the user's last few distinct items (seeds), newer ones
+        counting more; trending-like parts offer the best ``2k`` of their cached ranking
+        (items the user must not get are dropped later, by the blend, so they still set
+        their kind's scale). Kinds without weight are left out."""
         weights = self.config.blend.weights
         depth = self.config.blend.k * 2
-        c = Candidates()
-        kinds, reasons, numbers, scores = c.kinds.append, c.reasons.append, c.numbers.append, c.scores.append
-        factors, sizes, names = c.factors.append, c.sizes.append, c.kind_names
+        cv = self.covisit
+        c = Candidates(cv.lists)
 
         def head(t: Trending, kind: str, reason: str, f: float) -> None:
             nums, stored = t.head_arrays(depth)
             if len(nums):
-                if not names or names[-1] != kind:
-                    names.append(kind)
-                kinds(len(names) - 1)
-                reasons(reason)
-                numbers(nums)
-                scores(stored)
-                factors(f * t.factor(now))
-                sizes(len(nums))
+                c.add(kind, reason, nums, stored, f * t.factor(now))
 
         if weights.get("trending", 0.0) > 0:
             head(self.trending, "trending", "trending", 1.0)
@@ -316,28 +376,13 @@ class Engine:
         if weights.get("co_visit", 0.0) > 0:
             gamma = self.config.recs_seed_recency
             f = 1.0
-            cv = self.covisit
-            lists, updates, refresh_after = cv._lists, cv._updates, cv.refresh_after
             known = self.index.numbers.get
+            fresh, reasons, seed = cv.fresh, cv.reasons, c.add_seed
             recent = st.recent
-            kind = -1
             for k in range(len(recent) - 1, max(-1, len(recent) - 1 - self.config.recs_seed_items), -1):
                 i = known(recent[k])
-                if i is not None:
-                    entry = lists[i] if i < len(lists) else None
-                    if entry is None or updates[i] >= refresh_after:
-                        entry = cv.ranked(i)
-                    js, sc, reason = entry
-                    if reason:
-                        if kind < 0:
-                            names.append("co_visit")
-                            kind = len(names) - 1
-                        kinds(kind)
-                        reasons(reason)
-                        numbers(js)
-                        scores(sc)
-                        factors(f)
-                        sizes(len(js))
+                if i is not None and fresh(i):
+                    seed(i, reasons[i], f)
                 f *= gamma
         # category affinity × trending within the category
         if weights.get("category", 0.0) > 0:
@@ -362,7 +407,8 @@ class Engine:
         ids = self.index.ids
         sources: dict[str, Source] = {}
         c = self._parts(st, now)
-        for k, reason, js, sc, f in zip(c.kinds, c.reasons, c.numbers, c.scores, c.factors):
+        seed_parts = [(0, reason, *c.pool.get(i), f) for i, reason, f in zip(c.seeds, c.seed_reasons, c.seed_factors)]
+        for k, reason, js, sc, f in seed_parts + list(zip(c.kinds, c.reasons, c.numbers, c.scores, c.factors)):
             kind = c.kind_names[k]
             part = {ids[j]: s * f for j, s in zip(js.tolist(), sc.tolist())}
             src = sources.get(kind)
@@ -380,8 +426,8 @@ class Engine:
         if exclude_seen is None:
             exclude_seen = self.config.blend.exclude_seen
         exclude = st.seen if exclude_seen else st.purchased
-        return blend_parts(self._parts(st, now), self.config.blend, self.index.ids, exclude,
-                           self.item_categories, self._scratch)
+        return blend_parts(self._parts(st, now), self.config.blend, self.index.ids, (),
+                           self.item_categories, self._scratch, exclude.numbers())
 
     def _schedule_recs(self, user_id: str, st: UserRecState, ts: int, writes: list[Write]) -> None:
         interval = int(self.config.recs_interval_s * 1000)
@@ -417,7 +463,9 @@ class Engine:
 
     # -- time ----------------------------------------------------------------------
     def tick(self, now: int) -> list[Write]:
-        """Writes that became due as event time reached ``now``."""
+        """Writes that became due as event time reached ``now``: debounced
+        recommendations, a new round of global writes, or this event's share of the
+        round in progress."""
         writes: list[Write] = []
         due = self._due
         while due and due[0][0] <= now:
@@ -430,6 +478,8 @@ class Engine:
             and self.events - self._global_events >= self.config.global_min_events
         ):
             writes.extend(self.global_writes(now))
+        elif self._gq_pos < len(self._gq):
+            writes.extend(self._global_share(now))
         return writes
 
     def flush(self) -> list[Write]:
@@ -440,25 +490,33 @@ class Engine:
             if st is not None and st.recs_due is not None:
                 writes.append(self._recs_write(u, st, max(st.last_ts, st.recs_at or 0)))
         self._due = []
-        writes.extend(self.global_writes(self.clock))
+        writes.extend(self.global_writes(self.clock, spread=False))
         return writes
 
-    def global_writes(self, now: int) -> list[Write]:
+    def global_writes(self, now: int, spread: bool = True) -> list[Write]:
+        """Start a round of global writes as of ``now``: trending, segments and meta at
+        once; the trending of every category and the similar list of every item that
+        changed since the last round are queued (with what the last round left), and
+        written a share per event over the next ``GLOBAL_SPREAD`` × (the last round's
+        events) events, so no single event pays for them all (with 2,000 changed items
+        that took 100-300 ms at once). ``spread=False`` writes them all now (the end of
+        the input, an idle live run). The spreading counts events, never the wall
+        clock, so a replay writes the same values every time."""
+        span = max(1, int((self.events - self._global_events) * self.GLOBAL_SPREAD)) if spread else 1
         self._global_at = now
         self._global_events = self.events
         keys = self.keys
         writes: list[Write] = [
             ZReplace(keys.trending, tuple((i, round(s, 6)) for i, s in self.trending.top(now, self.config.trending_size))),
         ]
-        for cat in sorted(self._dirty_categories):
-            writes.append(ZReplace(keys.category_trending(cat), tuple((i, round(s, 6)) for i, s in self.by_category[cat].top(now, 50))))
-        for item in sorted(self._dirty_items):
-            sim = self.covisit.similar(item, self.config.similar_size)
-            top = sim[0][1] if sim else 1.0
-            doc = [{"item_id": j, "score": round(s / top, 6)} for j, s in sim]
-            writes.append(Put(keys.similar(item), orjson.dumps(doc)))
-        self._dirty_items.clear()
-        self._dirty_categories.clear()
+        cats, items = self._dirty_categories, self._dirty_items
+        for is_cat, name in self._gq[self._gq_pos:]:  # what the last round did not get to
+            (cats if is_cat else items).add(name)
+        self._gq = [(True, c) for c in sorted(cats)] + [(False, i) for i in sorted(items)]
+        self._gq_pos, self._gq_start, self._gq_span = 0, self.events, span
+        cats.clear()
+        items.clear()
+        writes.extend(self._global_share(now))
         writes.append(Put(keys.segments, orjson.dumps(self.segmenter.summary())))
         writes.append(
             HashSet(
@@ -474,6 +532,36 @@ class Engine:
                 ),
             )
         )
+        return writes
+
+    def global_rest(self, now: int) -> list[Write]:
+        """All that the round in progress has still to write, now."""
+        self._gq_span = 1
+        return self._global_share(now)
+
+    def _global_share(self, now: int) -> list[Write]:
+        """The round's writes due by this event: after ``k`` events of a round spread
+        over ``span`` events, the first ``ceil(total·(k+1)/span)`` of its queue."""
+        queue, pos = self._gq, self._gq_pos
+        total = len(queue)
+        k = self.events - self._gq_start + 1
+        end = total if k >= self._gq_span else min(total, -(-total * k // self._gq_span))
+        if end <= pos:
+            return []
+        keys, by_category, similar, size = self.keys, self.by_category, self.covisit.similar, self.config.similar_size
+        writes: list[Write] = []
+        for is_cat, name in queue[pos:end]:
+            if is_cat:
+                writes.append(ZReplace(keys.category_trending(name), tuple((i, round(s, 6)) for i, s in by_category[name].top(now, 50))))
+            else:
+                sim = similar(name, size)
+                top = sim[0][1] if sim else 1.0
+                doc = [{"item_id": j, "score": round(s / top, 6)} for j, s in sim]
+                writes.append(Put(keys.similar(name), orjson.dumps(doc)))
+        if end == total:
+            self._gq, self._gq_pos = [], 0
+        else:
+            self._gq_pos = end
         return writes
 
 
