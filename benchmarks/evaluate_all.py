@@ -26,7 +26,8 @@ TAOBAO = {"view": "pv", "add_to_cart": "cart", "bookmark": "fav", "purchase": "b
 
 
 def brief(report: dict) -> dict:
-    out = {"events": report["events"], "pulse_events_per_s": report["pulse_events_per_s"]}
+    out = {"events": report["events"], "pulse_events_per_s": report["pulse_events_per_s"],
+           "pulse_events_per_cpu_s": report["pulse_events_per_cpu_s"]}
     for name in ("pulse", "random", "popularity", "decayed_popularity"):
         r = report[name]
         out[name] = {"hr": r["hr"], "ndcg": r["ndcg"], "by_prior_events": {b: v["hr"] for b, v in r["by_prior_events"].items()}}

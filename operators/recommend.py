@@ -35,6 +35,8 @@ from typing import Callable, Collection, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from pulse.operators.compiled import lazy_njit
+
 
 @dataclass(frozen=True)
 class BlendConfig:
@@ -236,8 +238,8 @@ def blend(
 def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
                 items, vals, sizes, part_kind, part_f, kind_w,
                 excluded, want, acc, best_val, best_part, stamp, mark, uniq, total, why):  # pragma: no cover (compiled)
-    """The numeric core of :func:`blend_parts`, compiled by numba: sums per (kind, item)
-    over the seed parts (gathered from the pool) then the list parts, each kind scaled
+    """The numeric core of :func:`blend_parts` (compiled, see
+    :mod:`pulse.operators.compiled`): sums per (kind, item) over the seed parts (gathered from the pool) then the list parts, each kind scaled
     by ``weight / its best sum``; writes the distinct items to ``uniq`` (by total
     score, best first, the earlier on ties), their totals to ``total`` and the part that
     gave most to their best kind to ``why`` (seed parts are numbered first, then the
@@ -381,18 +383,7 @@ class Scratch:
             self.__init__(max(width, 2 * self.width), max(rows, self.rows))  # type: ignore[misc]
 
 
-_kernel: Optional[Callable] = None
-
-
-def compiled() -> Callable:
-    """The compiled :func:`_accumulate` (numba, cached on disk; compiled on first use,
-    which takes a few seconds once per installation)."""
-    global _kernel
-    if _kernel is None:
-        import numba
-
-        _kernel = numba.njit(cache=True, nogil=True)(_accumulate)
-    return _kernel
+_blend_kernel = lazy_njit(_accumulate)
 
 
 _new_rec = tuple.__new__
@@ -449,7 +440,7 @@ def blend_parts(
         _EMPTY_I if exclude_numbers is None else exclude_numbers,
     )
     uniq, total, why = scratch.uniq, scratch.total, scratch.why
-    kernel = _kernel or compiled()
+    kernel = _blend_kernel.compiled()
     # The best 2k that are not excluded (most lists are settled within them), and any
     # items tied with the last of them; ties are then ordered by id. The kernel orders
     # only the first few; should they not do (ties, exclusions by id), it runs again

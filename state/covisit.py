@@ -34,10 +34,41 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from pulse.operators.compiled import lazy_njit
 from pulse.operators.recommend import ListPool
 
 _MAX_EXPONENT = 300.0
 _EMPTY: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), np.zeros(0))
+
+
+def _rank_neighbours(js, counts, pop_beta, size, scale, out_js, out_scores):  # pragma: no cover (compiled)
+    """The ``size`` best neighbours ``js`` by ``counts / pop_beta[j]``, in their order
+    in ``js``, scores times ``scale``, into ``out_js`` and ``out_scores``; returns how
+    many, or -1 when items tie at the cut (the caller then breaks ties by id)."""
+    n = len(js)
+    scores = np.empty(n)
+    for k in range(n):
+        scores[k] = counts[k] / pop_beta[js[k]]
+    if n > size:
+        cut = np.partition(scores, n - size)[n - size]
+        above = 0
+        for k in range(n):
+            if scores[k] >= cut:
+                above += 1
+        if above > size:
+            return -1
+    else:
+        cut = -np.inf
+    out = 0
+    for k in range(n):
+        if scores[k] >= cut:
+            out_js[out] = js[k]
+            out_scores[out] = scores[k] * scale
+            out += 1
+    return out
+
+
+_best_neighbours = lazy_njit(_rank_neighbours)
 
 
 class ItemIndex:
@@ -115,6 +146,7 @@ class CoVisitation:
         self._built: list[bool] = []  # whether an item's cached list is current
         self._updates: list[int] = []  # updates per item number since its list was built
         self.reasons: list[str] = []  # item number -> "co_visit:<item>"
+        self._out = (np.zeros(list_size, dtype=np.int64), np.zeros(list_size))  # work arrays of _build
 
     def __len__(self) -> int:
         return self._learned
@@ -232,21 +264,23 @@ class CoVisitation:
             return
         n = len(nb)
         js = np.fromiter(nb.keys(), dtype=np.int64, count=n)
-        scores = np.fromiter(nb.values(), dtype=np.float64, count=n)
-        scores /= self._pop_beta[js]
-        size = self.list_size
-        if n > size:
-            part = scores.copy()
-            part.partition(n - size)
-            keep = scores >= part[n - size]
-            if np.count_nonzero(keep) > size:  # ties at the cut: the smaller id wins
-                ids = self.index.ids
-                best = sorted(np.flatnonzero(keep).tolist(), key=lambda k: (-scores[k], ids[js[k]]))[:size]
-                keep = np.array(best, dtype=np.int64)
-            js, scores = js[keep], scores[keep]
+        counts = np.fromiter(nb.values(), dtype=np.float64, count=n)
         pi = self.popularity[i]
-        scores *= 1.0 / (pi if pi > 0 else 1.0) ** self.alpha
-        self.lists.put(i, js, scores)
+        scale = 1.0 / (pi if pi > 0 else 1.0) ** self.alpha
+        size = min(n, self.list_size)
+        out_js, out_scores = self._out
+        if len(out_js) < size:
+            out_js, out_scores = self._out = (np.zeros(size, dtype=np.int64), np.zeros(size))
+        kept = _best_neighbours(js, counts, self._pop_beta, size, scale, out_js, out_scores)
+        if kept < 0:  # ties at the cut: the smaller id wins
+            scores = counts / self._pop_beta[js]
+            ids = self.index.ids
+            best = sorted(range(n), key=lambda k: (-scores[k], ids[js[k]]))[:size]
+            best.sort()
+            keep = np.array(best, dtype=np.int64)
+            self.lists.put(i, js[keep], scores[keep] * scale)
+            return
+        self.lists.put(i, out_js[:kept], out_scores[:kept])
 
     def similar(self, item: str, n: Optional[int] = None) -> list[tuple[str, float]]:
         """Neighbours of ``item``, most similar first (ties by id; scores are relative)."""
