@@ -36,7 +36,10 @@ def lazy_njit(fn: Callable, cache: bool = True) -> Callable:
         if compiled_fn is None:
             import numba
 
-            compiled_fn = numba.njit(cache=cache, nogil=True)(fn)
+            try:
+                compiled_fn = numba.njit(cache=cache, nogil=True)(fn)
+            except RuntimeError:  # no writable cache directory: compile every run instead
+                compiled_fn = numba.njit(nogil=True)(fn)
         return compiled_fn
 
     def call(*args):
