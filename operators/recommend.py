@@ -236,23 +236,32 @@ def blend(
 
 
 def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
-                items, vals, sizes, part_kind, part_f, kind_w,
-                excluded, want, acc, best_val, best_part, stamp, mark, uniq, total, why):  # pragma: no cover (compiled)
+                items, vals, sizes, part_kind, part_f, kind_w, excluded, want, stamp, slot, mark):  # pragma: no cover (compiled)
     """The numeric core of :func:`blend_parts` (compiled, see
-    :mod:`pulse.operators.compiled`): sums per (kind, item) over the seed parts (gathered from the pool) then the list parts, each kind scaled
-    by ``weight / its best sum``; writes the distinct items to ``uniq`` (by total
-    score, best first, the earlier on ties), their totals to ``total`` and the part that
-    gave most to their best kind to ``why`` (seed parts are numbered first, then the
-    list parts; the first wins ties). Work arrays are ``kinds × width`` row-major;
-    ``stamp == mark`` says an item's cells are already in use in this call, so they
-    need no clearing between calls; ``stamp == -mark`` marks the ``excluded`` item
-    numbers, which are left out of the output. Only the first ``want`` items written
-    are in order; the others follow in no particular order. Returns the number of items
-    written."""
-    width = len(stamp)
+    :mod:`pulse.operators.compiled`).
+
+    Sums per (kind, item) over the seed parts (gathered from the pool) then the list
+    parts, scales each kind by ``weight / its best sum``, and returns ``(uniq, total,
+    why)``: the distinct items that are not ``excluded`` with their total scores and
+    the part that gave most to their best kind (seed parts are numbered first, then the
+    list parts; the first wins ties). Only the first ``want`` are in order (best first,
+    the earlier on ties); the others follow in no particular order.
+
+    ``stamp`` and ``slot`` are per item number and persist between calls: ``stamp[j]
+    == mark`` says item ``j`` already has a row ``slot[j]`` in this call's work arrays
+    (which are sized by the number of entries, not by the catalogue), ``-mark`` that it
+    is excluded; a fresh ``mark`` per call saves clearing them."""
     nk = len(kind_w)
-    n = 0
     n_seeds = len(seeds)
+    bound = len(items)
+    if kind_w[0] > 0:
+        for s in range(n_seeds):
+            bound += pool_len[seeds[s]]
+    acc = np.zeros(nk * bound)
+    best_val = np.full(nk * bound, -1.0)
+    best_part = np.zeros(nk * bound, dtype=np.int64)
+    uniq = np.empty(bound, dtype=np.int64)
+    n = 0
     if kind_w[0] > 0:
         for s in range(n_seeds):
             i = seeds[s]
@@ -261,13 +270,11 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
                 j = pool_nums[e]
                 if stamp[j] != mark:
                     stamp[j] = mark
+                    slot[j] = n
                     uniq[n] = j
                     n += 1
-                    for k in range(nk):
-                        acc[k * width + j] = 0.0
-                        best_val[k * width + j] = -1.0
                 v = pool_scores[e] * f
-                cell = j
+                cell = slot[j]  # (kind 0)
                 acc[cell] += v
                 if v > best_val[cell]:
                     best_val[cell] = v
@@ -285,12 +292,10 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
             e += 1
             if stamp[j] != mark:
                 stamp[j] = mark
+                slot[j] = n
                 uniq[n] = j
                 n += 1
-                for k2 in range(nk):
-                    acc[k2 * width + j] = 0.0
-                    best_val[k2 * width + j] = -1.0
-            cell = k * width + j
+            cell = k * bound + slot[j]
             acc[cell] += v
             if v > best_val[cell]:
                 best_val[cell] = v
@@ -299,25 +304,25 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
     for k in range(nk):
         top = 0.0
         for u in range(n):
-            a = acc[k * width + uniq[u]]
+            a = acc[k * bound + u]
             if a > top:
                 top = a
         scale[k] = kind_w[k] / top if top > 0 else 0.0
     scores = np.empty(n)
     parts = np.empty(n, dtype=np.int64)
     for u in range(n):
-        j = uniq[u]
         t = 0.0
         best = -1.0
         best_k = 0
         for k in range(nk):
-            c = scale[k] * acc[k * width + j]
+            c = scale[k] * acc[k * bound + u]
             t += c
             if c > best:
                 best = c
                 best_k = k
         scores[u] = t
-        parts[u] = best_part[best_k * width + j]
+        parts[u] = best_part[best_k * bound + u]
+    width = len(stamp)
     for x in range(len(excluded)):
         j = excluded[x]
         if j < width and stamp[j] == mark:
@@ -326,7 +331,7 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
     # full sort costs more than the blend), then the others in no order
     if want > n:
         want = n
-    top = np.empty(want, dtype=np.int64)
+    top_u = np.empty(want, dtype=np.int64)
     filled = 0
     rest = np.empty(n, dtype=np.int64)
     n_rest = 0
@@ -335,52 +340,46 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
             continue
         sc = scores[u]
         if filled == want:
-            if want == 0 or sc <= scores[top[filled - 1]]:
+            if want == 0 or sc <= scores[top_u[filled - 1]]:
                 rest[n_rest] = u
                 n_rest += 1
                 continue
-            rest[n_rest] = top[filled - 1]  # pushed out of the buffer
+            rest[n_rest] = top_u[filled - 1]  # pushed out of the buffer
             n_rest += 1
             filled -= 1
         pos = filled
-        while pos > 0 and scores[top[pos - 1]] < sc:
-            top[pos] = top[pos - 1]
+        while pos > 0 and scores[top_u[pos - 1]] < sc:
+            top_u[pos] = top_u[pos - 1]
             pos -= 1
-        top[pos] = u
+        top_u[pos] = u
         filled += 1
-    ranked = uniq[:n].copy()
-    out = 0
-    for r in range(filled + n_rest):
-        u = top[r] if r < filled else rest[r - filled]
-        uniq[out] = ranked[u]
-        total[out] = scores[u]
-        why[out] = parts[u]
-        out += 1
-    return out
+    out = filled + n_rest
+    items_out = np.empty(out, dtype=np.int64)
+    total = np.empty(out)
+    why = np.empty(out, dtype=np.int64)
+    for r in range(out):
+        u = top_u[r] if r < filled else rest[r - filled]
+        items_out[r] = uniq[u]
+        total[r] = scores[u]
+        why[r] = parts[u]
+    return items_out, total, why
 
 
 class Scratch:
-    """Work arrays of :func:`blend_parts`, reused between calls; they grow with the item
-    numbers and the number of kinds."""
+    """Per-item-number work arrays of :func:`blend_parts` (16 bytes an item), reused
+    between calls; they grow with the item numbers."""
 
-    __slots__ = ("width", "rows", "acc", "best_val", "best_part", "stamp", "mark", "uniq", "total", "why")
+    __slots__ = ("stamp", "slot", "mark")
 
-    def __init__(self, width: int = 1024, rows: int = 4) -> None:
-        self.width = width  # item numbers below this fit
-        self.rows = rows  # kinds that fit
-        self.acc = np.zeros(rows * width)
-        self.best_val = np.zeros(rows * width)
-        self.best_part = np.zeros(rows * width, dtype=np.int64)
+    def __init__(self, width: int = 1024) -> None:
         self.stamp = np.zeros(width, dtype=np.int64)
+        self.slot = np.zeros(width, dtype=np.int64)
         self.mark = 0
-        self.uniq = np.zeros(width, dtype=np.int64)
-        self.total = np.zeros(width)
-        self.why = np.zeros(width, dtype=np.int64)
 
-    def ensure(self, width: int, rows: int) -> None:
-        """Make room for item numbers below ``width`` and ``rows`` kinds."""
-        if width > self.width or rows > self.rows:
-            self.__init__(max(width, 2 * self.width), max(rows, self.rows))  # type: ignore[misc]
+    def ensure(self, width: int) -> None:
+        """Make room for item numbers below ``width``."""
+        if width > len(self.stamp):
+            self.__init__(max(width, 2 * len(self.stamp)))  # type: ignore[misc]
 
 
 _blend_kernel = lazy_njit(_accumulate)
@@ -423,9 +422,9 @@ def blend_parts(
     weights = config.weights
     kind_w = np.array([max(0.0, weights.get(kind, 0.0)) for kind in cands.kind_names])
     if scratch is None:
-        scratch = Scratch(len(ids), len(kind_w))
+        scratch = Scratch(len(ids))
     else:
-        scratch.ensure(len(ids), len(kind_w))
+        scratch.ensure(len(ids))
     if len(cands.kinds) > 1:
         items, vals = np.concatenate(cands.numbers), np.concatenate(cands.scores)
     elif cands.kinds:
@@ -439,7 +438,6 @@ def blend_parts(
         np.array(cands.kinds, dtype=_I64), np.array(cands.factors), kind_w,
         _EMPTY_I if exclude_numbers is None else exclude_numbers,
     )
-    uniq, total, why = scratch.uniq, scratch.total, scratch.why
     kernel = _blend_kernel.compiled()
     # The best 2k that are not excluded (most lists are settled within them), and any
     # items tied with the last of them; ties are then ordered by id. The kernel orders
@@ -457,8 +455,8 @@ def blend_parts(
     while True:
         if want > ran:
             scratch.mark += 1
-            n = kernel(*args, want, scratch.acc, scratch.best_val, scratch.best_part, scratch.stamp, scratch.mark,
-                       uniq, total, why)
+            uniq, total, why = kernel(*args, want, scratch.stamp, scratch.slot, scratch.mark)
+            n = len(uniq)
             ran = want
         ranked: list[tuple[int, str, float]] = []  # (place, id, score)
         last = None

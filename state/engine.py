@@ -238,6 +238,14 @@ class Engine:
         self._gq_span = 1
         self._stream_last = (0, 0)
 
+    def __getstate__(self) -> dict:
+        # (the blend's work arrays are not state: a snapshot leaves them out)
+        return {**self.__dict__, "_scratch": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._scratch = Scratch(len(self.index))
+
     def _stream_id(self) -> str:
         # Stream ids must grow; derive them from event time so a replay reuses them
         # (Redis then refuses the duplicates instead of appending them twice).

@@ -78,7 +78,7 @@ def test_the_compiled_blend_matches_the_plain_statement_of_the_contract(seed):
     ids, cands, parts, exclude, category_of = random_case(rng, rng.choice([5, 30, 200]))
     config = BlendConfig(k=rng.choice([3, 10]), weights=WEIGHTS, max_category_share=rng.choice([0.3, 0.5, 1.0]))
     numbers = np.array([j for j, i in enumerate(ids) if i in exclude], dtype=np.int64)
-    by_number = blend_parts(cands, config, ids, (), category_of, Scratch(8, 2), numbers)
+    by_number = blend_parts(cands, config, ids, (), category_of, Scratch(8), numbers)
     by_id = blend_parts(cands, config, ids, exclude, category_of)
     want, total = reference(parts, config, ids, exclude, category_of)
     assert [r.item_id for r in by_number] == want
