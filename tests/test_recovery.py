@@ -115,7 +115,12 @@ def test_a_30_second_redis_outage_mid_stream_loses_nothing(logs, reference, tmp_
     server.start()
     try:
         proc = pulse("-v", "replay", single, "--redis", server.url(0))
-        time.sleep(2.0)
+        # the outage begins once the flow is writing (start-up takes longer on a busy machine)
+        client = redis.Redis.from_url(server.url(0))
+        deadline = time.monotonic() + 60
+        while not client.dbsize() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        client.close()
         assert proc.poll() is None, "the replay ended before the outage began: make the log longer"
         server.stop()
         time.sleep(30)
