@@ -218,6 +218,7 @@ class Engine:
         self._scratch = Scratch()  # work arrays of the blend
         warm_up()
         self._category_reasons: dict[str, str] = {}  # category -> "category:<c>"
+        self._seed_factors = [c.recs_seed_recency**k for k in range(c.recs_seed_items)]
         self.segmenter = Segmenter(c.segments)
         self.detector = AnomalyDetector(c.anomaly)
         self.users: OrderedDict[str, UserRecState] = OrderedDict()
@@ -381,17 +382,21 @@ class Engine:
             head(self.trending, "trending", "trending", 1.0)
         if st.anomaly["flagged"]:
             return c
-        if weights.get("co_visit", 0.0) > 0:
-            gamma = self.config.recs_seed_recency
-            f = 1.0
-            known = self.index.numbers.get
-            fresh, reasons, seed = cv.fresh, cv.reasons, c.add_seed
+        if weights.get("co_visit", 0.0) > 0 and st.recent:
+            # the last few distinct items, newest first, with their recency factors
             recent = st.recent
-            for k in range(len(recent) - 1, max(-1, len(recent) - 1 - self.config.recs_seed_items), -1):
-                i = known(recent[k])
-                if i is not None and fresh(i):
-                    seed(i, reasons[i], f)
-                f *= gamma
+            n_seeds = self.config.recs_seed_items
+            nums = list(map(self.index.numbers.get, recent[-1:-n_seeds - 1:-1]))
+            factors = self._seed_factors
+            built, updates, refresh_after, n_built = cv._built, cv._updates, cv.refresh_after, len(cv._built)
+            seeds, seed_factors = c.seeds, c.seed_factors
+            for i, f in zip(nums, factors):
+                if i is not None and i < n_built:
+                    if not built[i] or updates[i] >= refresh_after:
+                        cv._build(i)  # (an empty list adds nothing)
+                    seeds.append(i)
+                    seed_factors.append(f)
+            c.seed_reasons = list(map(cv.reasons.__getitem__, seeds))
         # category affinity × trending within the category
         if weights.get("category", 0.0) > 0:
             for cat, affinity in st.categories[:3]:
