@@ -259,6 +259,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", help="run pulse under cProfile and write its stats here (slows it down)")
     ap.add_argument("--grace", type=float, default=15.0, help="seconds to wait for outstanding probes after producing")
+    ap.add_argument("--samples", help="also write every probe's (sent at epoch ms, recs latency ms) here, as JSON")
     args = ap.parse_args()
 
     services = Services() if args.start_services else None
@@ -394,6 +395,7 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> dict:
     for user, kind, ts, at in seen:
         writes.setdefault((user, kind), []).append((ts, at))
     lat: dict[str, list[float]] = {"recs": [], "profile": []}
+    samples: list[tuple[float, float]] = []
     missing = {"recs": 0, "profile": 0}
     superseded = {"recs": 0, "profile": 0}
     for (user, ts), sent in sent_probe.items():
@@ -405,6 +407,10 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> dict:
             at, wts = min(hits)
             superseded[kind] += wts != ts
             lat[kind].append(at - sent)
+            if kind == "recs":
+                samples.append((round(sent, 1), round(at - sent, 1)))
+    if args.samples:
+        Path(args.samples).write_bytes(orjson.dumps(sorted(samples)))
     try:
         pulse_summary = orjson.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

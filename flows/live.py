@@ -28,12 +28,11 @@ import threading
 import time
 import uuid
 from datetime import timedelta
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
 import orjson
-from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSource
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -148,31 +147,28 @@ class StopControl:
 
 
 # -- source -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NumberedMessage(KafkaSourceMessage):
-    """A ``KafkaSourceMessage`` with ``seq``: 0, 1, 2, ... over the records this source
+class _LivePartition(StatefulSourcePartition[Raw, tuple]):
+    """Bytewax's Kafka partition, plus: the stop conditions, and a monitoring-only
+    commit of the position to the consumer group every 0.25 s.
+
+    It emits the dataflow's :class:`Raw` records directly (source ``topic/partition``,
+    the offset, the value) with ``seq``: 0, 1, 2, ... over the records this source
     emitted from the partition (offsets can have gaps: transactions, compaction). The
     engine applies each partition's updates in ``seq`` order, so its input does not
     depend on how Bytewax batched and grouped them (see pulse.operators.order)."""
-
-    seq: int = -1
-
-
-class _LivePartition(StatefulSourcePartition[KafkaSourceMessage, tuple]):
-    """Bytewax's Kafka partition, plus: the stop conditions, and a monitoring-only
-    commit of the position to the consumer group every 0.25 s."""
 
     def __init__(self, inner: Any, name: str, control: StopControl, count: int = 0, commit_every_s: float = 0.25) -> None:
         self.inner = inner
         self.count = count  # records emitted from this partition (the next seq)
         self.name = name
+        self.source = f"{inner._topic}/{inner._part_idx}"  # Raw.source of its records
         self.control = control
         self.commit_every_s = commit_every_s
         self._committed = -1
         self._commit_at = time.monotonic() + commit_every_s
         self._ended = False
 
-    def next_batch(self) -> List[KafkaSourceMessage]:
+    def next_batch(self) -> List[Raw]:
         if self._ended or self.control.done():
             self._end()
             raise StopIteration
@@ -185,11 +181,8 @@ class _LivePartition(StatefulSourcePartition[KafkaSourceMessage, tuple]):
                 # Resume (and commit) right after the last record emitted, not the last fetched.
                 self.inner._offset = msgs[-1].offset() + 1 if msgs else before
         seq = self.count
-        batch = [
-            NumberedMessage(key=m.key(), value=m.value(), topic=m.topic(), headers=m.headers() or [], latency=m.latency(),
-                            offset=m.offset(), partition=m.partition(), timestamp=m.timestamp(), seq=seq + i)
-            for i, m in enumerate(msgs)
-        ]
+        source = self.source
+        batch = [Raw(source, m.offset(), m.value() or b"", n) for n, m in enumerate(msgs, seq)]
         self.count = seq + len(batch)
         now = time.monotonic()
         if now >= self._commit_at:
@@ -250,8 +243,9 @@ class _LivePartition(StatefulSourcePartition[KafkaSourceMessage, tuple]):
         self.inner.close()
 
 
-class LiveKafkaSource(FixedPartitionedSource[KafkaSourceMessage, tuple]):
-    """A ``KafkaSource`` whose partitions end on :class:`StopControl`'s word."""
+class LiveKafkaSource(FixedPartitionedSource[Raw, tuple]):
+    """A ``KafkaSource`` whose partitions end on :class:`StopControl`'s word and emit
+    :class:`Raw` records."""
 
     def __init__(self, inner: KafkaSource, parts: List[str], control: StopControl) -> None:
         self.inner = inner
@@ -266,13 +260,6 @@ class LiveKafkaSource(FixedPartitionedSource[KafkaSourceMessage, tuple]):
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[tuple]) -> _LivePartition:
         offset, count = resume_state if resume_state is not None else (None, 0)
         return _LivePartition(self.inner.build_part(step_id, for_part, offset), for_part, self.control, count)
-
-
-def to_raw(msg: KafkaSourceMessage) -> Raw:
-    """A Kafka message as the dataflow's :class:`Raw` record: ``topic/partition``, the
-    offset, the value, and the record's index in its partition (``seq``, see
-    :class:`NumberedMessage`)."""
-    return Raw(f"{msg.topic}/{msg.partition}", msg.offset, msg.value if msg.value is not None else b"", getattr(msg, "seq", -1))
 
 
 # -- dead letters to Kafka ----------------------------------------------------------------
@@ -449,7 +436,7 @@ def run_live(
         add_config={"group.id": group_id, "error_cb": _error_cb, "logger": _rdkafka_log},
     )
     source = LiveKafkaSource(kafka, [f"{p}-{topic}" for p in range(parts[topic])], control)
-    sources = [f"{topic}/{p}" for p in range(parts[topic])]  # Raw.source of each partition (to_raw)
+    sources = [f"{topic}/{p}" for p in range(parts[topic])]  # Raw.source of each partition (_LivePartition)
     flow = build_flow(
         "pulse_live",
         source,
@@ -459,10 +446,13 @@ def run_live(
         dlq_sink,
         handles,
         flush_interval_s=settings.flush_interval_s,
-        to_raw=to_raw,
     )
     total_workers = workers * max(1, len(addresses or ()))
     recovery = _init_recovery(recovery_dir, total_workers, create=process_id == 0) if recovery_dir else None
+    # What is alive now (modules, models, the flow) lives as long as the run: keep it
+    # out of the collector's full passes, which otherwise walk it every time.
+    gc.collect()
+    gc.freeze()
 
     restore = {}
     if handle_signals and threading.current_thread() is threading.main_thread():

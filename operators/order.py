@@ -65,6 +65,9 @@ class SequencedMerge:
         if type(item) is PartitionEnd:
             self.ends[item.source] = item.count
         elif type(item) is DeadLetter:
+            if self.live and self.next[item.source] == item.seq and not self.buffers[item.source]:
+                self.next[item.source] += 1  # in order (the usual case): nothing to hold
+                return []
             self.buffers[item.source][item.seq] = None  # a placeholder: only advances
         else:
             key = self.key_of(item)
@@ -73,7 +76,11 @@ class SequencedMerge:
                     return [item]
                 self.held.append(item)
                 return []
-            self.buffers[key[0]][key[1]] = item
+            src, seq = key
+            if self.live and self.next[src] == seq and not self.buffers[src]:
+                self.next[src] = seq + 1
+                return [item]
+            self.buffers[src][seq] = item
         return self._release()
 
     def _release(self) -> list[Any]:

@@ -218,8 +218,11 @@ class _EngineLogic(StatefulBatchLogic[EngineIn, Write, tuple]):
         eng = self.engine
         writes = eng.tick(max(eng.clock, now_ms))
         if eng._global_at is not None and eng.events > eng._global_events and now_ms - self._global_wall >= eng.config.global_interval_s * 1000:
-            writes.extend(eng.global_writes(eng.clock))
+            writes.extend(eng.global_writes(eng.clock, spread=False))
             self._global_wall = now_ms
+        else:
+            # The round in progress advances with events; the input is idle: finish it.
+            writes.extend(eng.global_rest(eng.clock))
         return writes, self.RETAIN
 
     def snapshot(self) -> Optional[tuple]:

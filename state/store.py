@@ -6,11 +6,15 @@ them in one pipeline, so a user who clicks 50 times within a flush interval cost
 ``SET``. Every write replaces a whole value, so replaying the same output twice (Bytewax
 output is at-least-once) leaves the same contents.
 
-A background thread flushes every ``flush_interval_s``; while Redis is unreachable it
-retries with exponential backoff and logs each failure, and :meth:`RedisStore.add` blocks
-once ``max_pending`` keys are waiting (backpressure rather than unbounded memory). Writes
-that failed are merged back under any newer ones, so nothing is lost and nothing older
-overwrites something newer.
+Writes wait at most ``flush_interval_s``: :meth:`RedisStore.add` (the dataflow's thread)
+sends what is pending itself once the last flush is that old, and a background thread
+does when no writes come. (Flushing from the dataflow's thread spares the writes a wait
+for the GIL, which a busy dataflow holds for up to 5 ms at a time, after each socket call
+of the flusher: that once added tens of milliseconds to a flush.) While Redis is
+unreachable the background thread retries with exponential backoff and logs each
+failure, and :meth:`RedisStore.add` blocks once ``max_pending`` keys are waiting
+(backpressure rather than unbounded memory). Writes that failed are merged back under
+any newer ones, so nothing is lost and nothing older overwrites something newer.
 
 Example (needs a running Redis)::
 
@@ -90,6 +94,8 @@ class RedisStore:
     :arg max_pending: keys waiting before :meth:`add` blocks.
     :arg retry_max_s: the longest pause between retries while Redis is down.
     :arg track_users: remember user ids of profile writes (for run summaries).
+    :arg flush_on_add: :meth:`add` flushes when the last flush is ``flush_interval_s``
+        old (else only the background thread does).
     """
 
     def __init__(
@@ -99,6 +105,7 @@ class RedisStore:
         max_pending: int = 200_000,
         retry_max_s: float = 5.0,
         track_users: bool = True,
+        flush_on_add: bool = True,
     ) -> None:
         self.url = url
         self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
@@ -106,12 +113,15 @@ class RedisStore:
         self.max_pending = max_pending
         self.retry_max_s = retry_max_s
         self.track_users = track_users
+        self.flush_on_add = flush_on_add
         self.stats = StoreStats()
         self._pending: dict[str, Write] = {}
         self._streams: list[StreamAdd] = []
         self._lock = threading.Condition()
         self._flush_lock = threading.Lock()
         self._closed = False
+        self._flushed_at = time.monotonic()  # when nothing was left waiting, last
+        self._failing: Optional[BaseException] = None  # why the last try failed (the thread retries)
         self._thread = threading.Thread(target=self._run, name="pulse-redis-flush", daemon=True)
         self._thread.start()
 
@@ -126,35 +136,57 @@ class RedisStore:
                     self._streams.append(w)
                 else:
                     self._pending[w.key] = w
+        if (self.flush_on_add and self._failing is None and time.monotonic() - self._flushed_at >= self.flush_interval_s
+                and self._flush_lock.acquire(blocking=False)):
+            try:
+                self._attempt()  # one try: on failure the background thread retries
+            except Exception:  # pragma: no cover - as in the background thread: logged
+                log.exception("flushing to Redis failed")
+            finally:
+                self._flush_lock.release()
 
     def flush(self) -> None:
         """Send everything pending now; retries until Redis takes it."""
         with self._flush_lock:
             delay = 0.1
             while True:
-                with self._lock:
-                    batch, streams = self._pending, self._streams
-                    self._pending, self._streams = {}, []
-                if not batch and not streams:
-                    return
-                try:
-                    self._send(batch, streams)
-                except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
-                    self.stats.failures += 1
-                    with self._lock:
-                        # Newer writes queued meanwhile win over the failed older ones.
-                        batch.update(self._pending)
-                        self._pending = batch
-                        self._streams = streams + self._streams
-                    log.warning("Redis at %s unavailable (%s); %d keys waiting, retrying in %.1fs", self.url, err, len(batch), delay)
+                sent = self._attempt()
+                if sent is None:
+                    log.warning("Redis at %s unavailable (%s); %d keys waiting, retrying in %.1fs", self.url, self._failing,
+                                len(self._pending), delay)
                     time.sleep(delay)
                     delay = min(delay * 2, self.retry_max_s)
                     continue
-                with self._lock:
-                    self._lock.notify_all()
                 if delay > 0.1:
-                    log.warning("Redis at %s is back; flushed %d keys", self.url, len(batch))
+                    log.warning("Redis at %s is back; flushed %d keys", self.url, sent)
                     delay = 0.1
+                if not sent:
+                    return
+
+    def _attempt(self) -> Optional[int]:
+        """One try at sending what is pending (under the flush lock): the number of
+        writes sent, or None when Redis is unreachable (they wait again, under any
+        newer writes of their keys)."""
+        with self._lock:
+            batch, streams = self._pending, self._streams
+            self._pending, self._streams = {}, []
+        if batch or streams:
+            try:
+                self._send(batch, streams)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
+                self.stats.failures += 1
+                with self._lock:
+                    # Newer writes queued meanwhile win over the failed older ones.
+                    batch.update(self._pending)
+                    self._pending = batch
+                    self._streams = streams + self._streams
+                self._failing = err
+                return None
+            with self._lock:
+                self._lock.notify_all()
+        self._failing = None
+        self._flushed_at = time.monotonic()
+        return len(batch) + len(streams)
 
     def close(self) -> None:
         """Stop the background flusher and flush what is left."""
@@ -171,7 +203,12 @@ class RedisStore:
             with self._lock:
                 if self._closed:
                     return
-                self._lock.wait(self.flush_interval_s)
+                # Writes keep coming: add() flushes them. This thread steps in when they
+                # stop (a little later, so as not to race add() for every flush).
+                wait = self._flushed_at + (2 * self.flush_interval_s if self.flush_on_add else self.flush_interval_s) - time.monotonic()
+                if wait > 0 and self._failing is None:
+                    self._lock.wait(wait)
+                    continue
             try:
                 self.flush()
             except Exception:  # pragma: no cover - logged, the next tick retries
