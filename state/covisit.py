@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import math
-from operator import itemgetter
 from typing import Optional, Sequence
 
 import numpy as np
@@ -41,14 +40,61 @@ _MAX_EXPONENT = 300.0
 _EMPTY: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), np.zeros(0))
 
 
-def _rank_neighbours(js, counts, pop_beta, size, scale, out_js, out_scores):  # pragma: no cover (compiled)
-    """The ``size`` best neighbours ``js`` by ``counts / pop_beta[j]``, in their order
-    in ``js``, scores times ``scale``, into ``out_js`` and ``out_scores``; returns how
-    many, or -1 when items tie at the cut (the caller then breaks ties by id)."""
-    n = len(js)
+def _pair_all(start, length, capacity, nbr, cnt, used, updates, i, others, incs, max_nb):  # pragma: no cover (compiled)
+    """Pair item ``i`` with each of ``others``: add ``incs[d]`` to the count of ``i``
+    among ``others[d]``'s neighbours and of ``others[d]`` among ``i``'s (see
+    :class:`NeighbourTable` for the layout); returns the new end of the used pool. The
+    caller leaves room for every region to move once or twice."""
+    for d in range(2 * len(others)):
+        if d % 2 == 0:
+            a = others[d // 2]
+            b = i
+        else:
+            a = i
+            b = others[d // 2]
+        inc = incs[d // 2]
+        updates[a] += 1
+        s = start[a]
+        n = length[a]
+        found = False
+        for e in range(s, s + n):
+            if nbr[e] == b:
+                cnt[e] += inc
+                found = True
+                break
+        if found:
+            continue
+        if n == capacity[a]:
+            if n >= 2 * max_nb:
+                # full: keep the max_nb strongest, strongest first (the earlier on ties)
+                order = np.argsort(-cnt[s : s + n], kind="mergesort")[:max_nb]
+                kept_nbr = nbr[s : s + n][order]
+                kept_cnt = cnt[s : s + n][order]
+                nbr[s : s + max_nb] = kept_nbr
+                cnt[s : s + max_nb] = kept_cnt
+                n = max_nb
+            else:
+                # grow: move the region to the end of the pool, twice as large
+                cap = min(2 * max_nb, max(8, 2 * capacity[a]))
+                nbr[used : used + n] = nbr[s : s + n]
+                cnt[used : used + n] = cnt[s : s + n]
+                s = used
+                start[a] = s
+                capacity[a] = cap
+                used += cap
+        nbr[s + n] = b
+        cnt[s + n] = inc
+        length[a] = n + 1
+    return used
+
+
+def _rank_neighbours(nbr, cnt, s, n, pop_beta, size, scale, out_js, out_scores):  # pragma: no cover (compiled)
+    """The ``size`` best of the ``n`` neighbours at ``nbr[s:]`` by ``cnt / pop_beta[j]``,
+    in table order, scores times ``scale``, into ``out_js`` and ``out_scores``; returns
+    how many, or -1 when items tie at the cut (the caller then breaks ties by id)."""
     scores = np.empty(n)
     for k in range(n):
-        scores[k] = counts[k] / pop_beta[js[k]]
+        scores[k] = cnt[s + k] / pop_beta[nbr[s + k]]
     if n > size:
         cut = np.partition(scores, n - size)[n - size]
         above = 0
@@ -62,13 +108,97 @@ def _rank_neighbours(js, counts, pop_beta, size, scale, out_js, out_scores):  # 
     out = 0
     for k in range(n):
         if scores[k] >= cut:
-            out_js[out] = js[k]
+            out_js[out] = nbr[s + k]
             out_scores[out] = scores[k] * scale
             out += 1
     return out
 
 
+_pair = lazy_njit(_pair_all)
 _best_neighbours = lazy_njit(_rank_neighbours)
+
+
+class NeighbourTable:
+    """Decayed neighbour counts of every item in one pair of flat arrays (compiled code
+    updates them in place): item ``a``'s neighbours are ``nbr[start[a]:start[a] +
+    length[a]]`` with counts ``cnt`` alike, in a region of ``capacity[a]`` slots that
+    doubles as it fills (8 → 16 → … → ``2 · max_neighbours``); a full region keeps its
+    ``max_neighbours`` strongest. Moved regions leave garbage behind, reclaimed when it
+    outweighs the live regions.
+
+    >>> t = NeighbourTable(max_neighbours=4)
+    >>> t.pair(0, [1, 2], [1.0, 0.5])
+    >>> t.neighbours(0), t.neighbours(2)
+    ({1: 1.0, 2: 0.5}, {0: 0.5})
+    """
+
+    __slots__ = ("max_neighbours", "start", "length", "capacity", "nbr", "cnt", "used", "updates")
+
+    def __init__(self, max_neighbours: int = 100, items: int = 64) -> None:
+        self.max_neighbours = max_neighbours
+        self.start = np.zeros(items, dtype=np.int64)
+        self.length = np.zeros(items, dtype=np.int64)
+        self.capacity = np.zeros(items, dtype=np.int64)
+        self.nbr = np.zeros(4096, dtype=np.int64)
+        self.cnt = np.zeros(4096)
+        self.used = 0
+        #: updates per item since its ranked list was built (reset by the owner)
+        self.updates = np.zeros(items, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def grow(self, items: int) -> None:
+        """Make room for item numbers below ``items``."""
+        if items > len(self.start):
+            size = max(items, 2 * len(self.start))
+            for name in ("start", "length", "capacity", "updates"):
+                old = getattr(self, name)
+                new = np.zeros(size, dtype=np.int64)
+                new[: len(old)] = old
+                setattr(self, name, new)
+
+    def pair(self, i: int, others: Sequence[int], incs: Sequence[float]) -> None:
+        """Add ``incs[d]`` to the co-visitation of ``i`` and ``others[d]`` (both ways;
+        ``others`` must not contain ``i``)."""
+        top = max(others) if others else i
+        if top < i:
+            top = i
+        if top >= len(self.start):
+            self.grow(top + 1)
+        # every region touched may move, twice (i's perhaps more often: it takes one
+        # neighbour per other)
+        room = (2 * len(others) + 2) * 2 * self.max_neighbours
+        if self.used + room > len(self.nbr):
+            self._make_room(room)
+        self.used = _pair(self.start, self.length, self.capacity, self.nbr, self.cnt, self.used, self.updates, i,
+                          np.array(others, dtype=np.int64), np.array(incs, dtype=np.float64), self.max_neighbours)
+
+    def neighbours(self, a: int) -> dict[int, float]:
+        """Item ``a``'s neighbours and counts (for inspection and tests)."""
+        if a >= len(self.start):
+            return {}
+        s, n = int(self.start[a]), int(self.length[a])
+        return dict(zip(self.nbr[s : s + n].tolist(), self.cnt[s : s + n].tolist()))
+
+    def scale(self, f: float) -> None:
+        """Multiply every count by ``f``."""
+        self.cnt[: self.used] *= f
+
+    def _make_room(self, room: int) -> None:
+        live = int(self.capacity.sum())
+        size = len(self.nbr)
+        while live + room > size // 2:
+            size *= 2
+        nbr, cnt = np.zeros(size, dtype=np.int64), np.zeros(size)
+        at = 0
+        for a in np.flatnonzero(self.capacity).tolist():
+            s, n, cap = int(self.start[a]), int(self.length[a]), int(self.capacity[a])
+            nbr[at : at + n] = self.nbr[s : s + n]
+            cnt[at : at + n] = self.cnt[s : s + n]
+            self.start[a] = at
+            at += cap
+        self.nbr, self.cnt, self.used = nbr, cnt, at
 
 
 class ItemIndex:
@@ -134,8 +264,8 @@ class CoVisitation:
         self.refresh_after = refresh_after
         self.index = index if index is not None else ItemIndex()
         self.landmark: Optional[int] = None
-        #: item number -> {neighbour number: decayed count}
-        self.pairs: dict[int, dict[int, float]] = {}
+        #: item number -> neighbour numbers and decayed counts
+        self.table = NeighbourTable(max_neighbours)
         #: decayed popularity per item number (0 for items never learned here)
         self.popularity: list[float] = []
         self._pop_beta = np.ones(64)  # popularity^β per item number (1 when none)
@@ -144,7 +274,6 @@ class CoVisitation:
         #: c / pop^β / pop(item)^α), gathered by the compiled blend
         self.lists = ListPool()
         self._built: list[bool] = []  # whether an item's cached list is current
-        self._updates: list[int] = []  # updates per item number since its list was built
         self.reasons: list[str] = []  # item number -> "co_visit:<item>"
         self._out = (np.zeros(list_size, dtype=np.int64), np.zeros(list_size))  # work arrays of _build
 
@@ -159,7 +288,7 @@ class CoVisitation:
         x = self.decay * (ts - self.landmark)
         if x > _MAX_EXPONENT:
             f = math.exp(-x)
-            self.pairs = {i: {j: c * f for j, c in n.items()} for i, n in self.pairs.items()}
+            self.table.scale(f)
             self.popularity = [p * f for p in self.popularity]
             pb = np.array(self.popularity) ** self.beta
             pb[pb <= 0] = 1.0
@@ -180,7 +309,7 @@ class CoVisitation:
         if extra > 0:
             self.popularity.extend([0.0] * extra)
             self._built.extend([False] * extra)
-            self._updates.extend([0] * extra)
+            self.table.grow(n)
             ids = self.index.ids
             self.reasons.extend(f"co_visit:{ids[i]}" for i in range(len(self.reasons), n))
             self.lists.grow(n)
@@ -206,44 +335,22 @@ class CoVisitation:
             self._learned += 1
         p = pop[i] = pop[i] + w
         self._pop_beta[i] = p**self.beta
-        pairs, updates, cap = self.pairs, self._updates, 2 * self.max_neighbours
         rw = self.recency_weights
-        mine = pairs.get(i)
-        if mine is None:
-            mine = pairs[i] = {}
-        paired = 0
-        for j, r in zip(nums, rw):
-            if j == i:
-                continue
-            inc = w * r
-            nb = pairs.get(j)
-            if nb is None:
-                nb = pairs[j] = {}
-            nb[i] = nb.get(i, 0.0) + inc
-            updates[j] += 1
-            if len(nb) > cap:
-                pairs[j] = self._prune(nb)
-            mine[j] = mine.get(j, 0.0) + inc
-            if len(mine) > cap:
-                mine = pairs[i] = self._prune(mine)
-            paired += 1
-        updates[i] += paired
-        if paired == len(others):
-            others.insert(0, item)
-            return others
-        return [item] + [o for o, j in zip(others, nums) if j != i]
-
-    def _prune(self, nb: dict[int, float]) -> dict[int, float]:
-        """The ``max_neighbours`` strongest of ``nb``, strongest first (the earliest on
-        ties). (A C-level sort: several times faster than ``heapq.nlargest`` here.)"""
-        return dict(sorted(nb.items(), key=itemgetter(1), reverse=True)[: self.max_neighbours])
+        if i in nums:
+            keep = [d for d, j in enumerate(nums) if j != i]
+            others = [others[d] for d in keep]
+            nums = [nums[d] for d in keep]
+            rw = [rw[d] for d in keep]
+        self.table.pair(i, nums, [r * w for r in rw[: len(nums)]])
+        others.insert(0, item)
+        return others
 
     def fresh(self, i: int) -> bool:
         """Make sure item number ``i``'s cached list in :attr:`lists` is current (rebuilt
         after ``refresh_after`` updates); returns whether it has neighbours."""
         if i >= len(self._built):
             return False
-        if not self._built[i] or self._updates[i] >= self.refresh_after:
+        if not self._built[i] or self.table.updates[i] >= self.refresh_after:
             self._build(i)
         return bool(self.lists.length[i])
 
@@ -257,23 +364,21 @@ class CoVisitation:
 
     def _build(self, i: int) -> None:
         self._built[i] = True
-        self._updates[i] = 0
-        nb = self.pairs.get(i)
-        if not nb:
+        table = self.table
+        table.updates[i] = 0
+        n = int(table.length[i])
+        if not n:
             self.lists.put(i, _EMPTY[0], _EMPTY[1])
             return
-        n = len(nb)
-        js = np.fromiter(nb.keys(), dtype=np.int64, count=n)
-        counts = np.fromiter(nb.values(), dtype=np.float64, count=n)
         pi = self.popularity[i]
         scale = 1.0 / (pi if pi > 0 else 1.0) ** self.alpha
         size = min(n, self.list_size)
         out_js, out_scores = self._out
-        if len(out_js) < size:
-            out_js, out_scores = self._out = (np.zeros(size, dtype=np.int64), np.zeros(size))
-        kept = _best_neighbours(js, counts, self._pop_beta, size, scale, out_js, out_scores)
+        s = int(table.start[i])
+        kept = _best_neighbours(table.nbr, table.cnt, s, n, self._pop_beta, size, scale, out_js, out_scores)
         if kept < 0:  # ties at the cut: the smaller id wins
-            scores = counts / self._pop_beta[js]
+            js = table.nbr[s : s + n]
+            scores = table.cnt[s : s + n] / self._pop_beta[js]
             ids = self.index.ids
             best = sorted(range(n), key=lambda k: (-scores[k], ids[js[k]]))[:size]
             best.sort()

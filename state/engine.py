@@ -388,7 +388,7 @@ class Engine:
             n_seeds = self.config.recs_seed_items
             nums = list(map(self.index.numbers.get, recent[-1:-n_seeds - 1:-1]))
             factors = self._seed_factors
-            built, updates, refresh_after, n_built = cv._built, cv._updates, cv.refresh_after, len(cv._built)
+            built, updates, refresh_after, n_built = cv._built, cv.table.updates, cv.refresh_after, len(cv._built)
             seeds, seed_factors = c.seeds, c.seed_factors
             for i, f in zip(nums, factors):
                 if i is not None and i < n_built:

@@ -130,3 +130,25 @@ def test_a_list_pool_keeps_lists_through_compaction():
         got_js, got_sc = pool.get(i)
         assert got_js.tolist() == js and got_sc.tolist() == [j * 0.5 for j in js]
     assert len(pool.numbers) <= 4 * sum(len(js) for js in expected.values()) + 8
+
+
+def test_the_neighbour_table_counts_like_a_dict_of_dicts_until_it_prunes():
+    from pulse.state.covisit import NeighbourTable
+
+    rng = random.Random(7)
+    table = NeighbourTable(max_neighbours=6, items=2)  # small: regions grow, move, compact
+    ref: dict[int, dict[int, float]] = {}
+    for _ in range(3000):
+        i = rng.randrange(40)
+        others = [j for j in rng.sample(range(40), rng.randrange(0, 5)) if j != i]
+        incs = [rng.choice([0.5, 1.0, 1.5]) for _ in others]
+        table.pair(i, others, incs)
+        for j, inc in zip(others, incs):
+            for a, b in ((j, i), (i, j)):
+                nb = ref.setdefault(a, {})
+                if b not in nb and len(nb) == 12:  # full (2 × max_neighbours): the 6 strongest stay
+                    ref[a] = nb = dict(sorted(nb.items(), key=lambda kv: -kv[1])[:6])
+                nb[b] = nb.get(b, 0.0) + inc
+    for a, nb in ref.items():
+        assert table.neighbours(a) == pytest.approx(nb)
+        assert len(table.neighbours(a)) <= 12
