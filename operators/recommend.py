@@ -365,6 +365,68 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
     return items_out, total, why
 
 
+def _choose(items, total, ordered, cats, n_cats, k, cap):  # pragma: no cover (compiled)
+    """The list under the category cap, from :func:`_accumulate`'s output (``items``
+    best first, the first ``ordered`` of them in order): each item in turn is taken
+    unless one of its categories (``cats[item]``, padded with -1) already has ``cap``
+    items, until ``k`` are taken; held-back items then fill the list if it is short.
+    Returns ``(positions, status)``: status 0 = done; 1 = scores tie where it matters
+    (the caller then orders ties by id); 2 = the scan went past the ordered head."""
+    n = len(items)
+    width = cats.shape[1]
+    rows = cats.shape[0]
+    counts = np.zeros(n_cats, dtype=np.int64)
+    chosen = np.empty(k, dtype=np.int64)
+    held = np.empty(k, dtype=np.int64)
+    nc = 0
+    nh = 0
+    r = 0
+    while r < n and nc < k:
+        if r >= ordered:
+            return chosen[:0], 2
+        if r > 0 and total[r] == total[r - 1]:
+            return chosen[:0], 1
+        j = items[r]
+        blocked = False
+        if j < rows:
+            for c in range(width):
+                cat = cats[j, c]
+                if cat < 0:
+                    break
+                if counts[cat] >= cap:
+                    blocked = True
+                    break
+        if blocked:
+            if nh < k:
+                held[nh] = r
+                nh += 1
+        else:
+            if j < rows:
+                for c in range(width):
+                    cat = cats[j, c]
+                    if cat < 0:
+                        break
+                    counts[cat] += 1
+            chosen[nc] = r
+            nc += 1
+        r += 1
+    # a tie between the last item looked at and the best of the others could change it
+    if 0 < r < n:
+        last = total[r - 1]
+        for q in range(r, n):
+            if total[q] == last:
+                return chosen[:0], 1
+    out = np.empty(min(k, nc + nh), dtype=np.int64)
+    for x in range(nc):
+        out[x] = chosen[x]
+    for x in range(len(out) - nc):
+        out[nc + x] = held[x]
+    return out, 0
+
+
+_choose_kernel = lazy_njit(_choose)
+
+
 class Scratch:
     """Per-item-number work arrays of :func:`blend_parts` (16 bytes an item), reused
     between calls; they grow with the item numbers."""
@@ -399,12 +461,16 @@ def blend_parts(
     category_of: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]],
     scratch: Optional[Scratch] = None,
     exclude_numbers: Optional[np.ndarray] = None,
+    category_numbers: Optional[tuple[np.ndarray, int]] = None,
 ) -> list[Rec]:
     """:func:`blend` over :class:`Candidates` in item numbers (``ids`` maps numbers to
     item ids): a kind's score of an item is the sum of ``score × factor`` over the kind's
     parts. The reason of a recommended item is the part that gave most to its best kind
     (the first such part on ties). Excluded items are given as ids (``exclude``), as
-    item numbers (``exclude_numbers``, an int64 array: cheaper), or both. ``scratch``
+    item numbers (``exclude_numbers``, an int64 array: cheaper), or both. The category
+    cap reads ``category_of``, or, cheaper, ``category_numbers``: ``(cats, n)`` with
+    ``cats[item number]`` the item's category numbers (below ``n``) padded with -1 (an
+    int64 matrix; rows past its end: no categories), which must say the same. ``scratch``
     saves allocating work arrays per call. The sums, the ranking and the exclusion by
     number run compiled (:func:`_accumulate`); the category cap, which looks at a few
     items only, in Python.
@@ -452,6 +518,25 @@ def blend_parts(
     else:
         cats, no_cats = category_of.get, ()
     cap = max(1, math.ceil(k * config.max_category_share))
+    if category_numbers is not None and not exclude:
+        # all compiled, unless scores tie where it matters (ties are ordered by id, below)
+        choose = _choose_kernel.compiled()
+        while True:
+            scratch.mark += 1
+            uniq, total, why = kernel(*args, want, scratch.stamp, scratch.slot, scratch.mark)
+            n, ran = len(uniq), want
+            places, status = choose(uniq, total, min(n, want), category_numbers[0], category_numbers[1], k, cap)
+            if status == 2:
+                want = n
+                continue
+            break
+        if status == 0:
+            names = cands.seed_reasons + cands.reasons
+            return [
+                _new_rec(Rec, (ids[number], round(score * 1e6) / 1e6, names[p]))
+                for number, score, p in zip(uniq.take(places).tolist(), total.take(places).tolist(),
+                                            why.take(places).tolist())
+            ]
     while True:
         if want > ran:
             scratch.mark += 1

@@ -158,6 +158,8 @@ class ItemSet:
 
 
 _NO_NUMBERS = np.zeros(0, dtype=np.int64)
+#: categories per item the diversity cap counts (an item's first ones)
+MAX_ITEM_CATEGORIES = 8
 
 
 class UserRecState:
@@ -223,6 +225,8 @@ class Engine:
         self.detector = AnomalyDetector(c.anomaly)
         self.users: OrderedDict[str, UserRecState] = OrderedDict()
         self.item_categories: dict[str, tuple[str, ...]] = {}
+        self._category_numbers: dict[str, int] = {}  # category -> number (the compiled cap's)
+        self._item_cats = np.full((64, MAX_ITEM_CATEGORIES), -1, dtype=np.int64)  # item number -> its numbers
         self.clock = 0  # the largest event time seen
         self.events = 0
         self.events_flagged = 0
@@ -246,6 +250,19 @@ class Engine:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._scratch = Scratch(len(self.index))
+
+    def _number_categories(self, number: int, category: Sequence[str]) -> None:
+        # the compiled category cap reads categories as numbers: a row per item number,
+        # its first MAX_ITEM_CATEGORIES categories, padded with -1
+        cats = self._item_cats
+        if number >= len(cats):
+            grown = np.full((max(number + 1, 2 * len(cats)), MAX_ITEM_CATEGORIES), -1, dtype=np.int64)
+            grown[: len(cats)] = cats
+            cats = self._item_cats = grown
+        row = [self._category_numbers.setdefault(c, len(self._category_numbers)) for c in category]
+        row = row[:MAX_ITEM_CATEGORIES]
+        cats[number] = -1
+        cats[number, : len(row)] = row
 
     def _stream_id(self) -> str:
         # Stream ids must grow; derive them from event time so a replay reuses them
@@ -299,8 +316,9 @@ class Engine:
             return
         number = self.index.add(item)
         category = ev.category
-        if category:
-            self.item_categories[item] = category
+        if category and self.item_categories.get(item) != category[:MAX_ITEM_CATEGORIES]:
+            self.item_categories[item] = category[:MAX_ITEM_CATEGORIES]
+            self._number_categories(number, category)
         flagged = st.anomaly["flagged"]
         if not flagged and weight > 0:
             # Flagged users do not feed the global models.
@@ -439,8 +457,9 @@ class Engine:
         if exclude_seen is None:
             exclude_seen = self.config.blend.exclude_seen
         exclude = st.seen if exclude_seen else st.purchased
-        return blend_parts(self._parts(st, now), self.config.blend, self.index.ids, (),
-                           self.item_categories, self._scratch, exclude.numbers())
+        cats = self.item_categories
+        return blend_parts(self._parts(st, now), self.config.blend, self.index.ids, (), cats, self._scratch,
+                           exclude.numbers(), (self._item_cats, len(self._category_numbers)))
 
     def _schedule_recs(self, user_id: str, st: UserRecState, ts: int, writes: list[Write]) -> None:
         interval = int(self.config.recs_interval_s * 1000)

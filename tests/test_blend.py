@@ -80,9 +80,17 @@ def test_the_compiled_blend_matches_the_plain_statement_of_the_contract(seed):
     numbers = np.array([j for j, i in enumerate(ids) if i in exclude], dtype=np.int64)
     by_number = blend_parts(cands, config, ids, (), category_of, Scratch(8), numbers)
     by_id = blend_parts(cands, config, ids, exclude, category_of)
+    numbered = {c: n for n, c in enumerate("xyz")}
+    cats = np.full((len(ids) - rng.randrange(2), 3), -1, dtype=np.int64)  # (rows past the end: none)
+    for j, i in enumerate(ids[: len(cats)]):
+        cats[j, : len(category_of[i])] = [numbered[c] for c in category_of[i]]
+    short = {i: (category_of[i] if j < len(cats) else ()) for j, i in enumerate(ids)}
+    compiled_cap = blend_parts(cands, config, ids, (), short, Scratch(8), numbers, (cats, 3))
     want, total = reference(parts, config, ids, exclude, category_of)
     assert [r.item_id for r in by_number] == want
     assert [r.item_id for r in by_id] == want
+    assert [r.item_id for r in compiled_cap] == reference(parts, config, ids, exclude, short)[0]
+    assert [r.reason for r in compiled_cap] == [r.reason for r in blend_parts(cands, config, ids, exclude, short)]
     number_of = {i: j for j, i in enumerate(ids)}
     for r in by_number:
         assert r.score == pytest.approx(total[number_of[r.item_id]], abs=1e-6)
