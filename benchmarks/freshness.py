@@ -17,6 +17,11 @@ script produces generated events at a steady rate (token bucket), each stamped w
   commits to its consumer group (every 0.25 s per partition);
   ``lag_slope_per_s`` is the least-squares slope over the second half of the run.
 
+``--warmup S`` produces the same traffic for S seconds before the measured window (its
+probes, lag and CPU are not counted): a broker started by ``--start-services`` spends its
+first 20-40 s JIT-compiling on the same cores (measured: 0.2-0.5 of a core), which a
+long-running production broker does not.
+
 It starts nothing but the pulse run unless ``--start-services`` (then a Kafka broker via
 scripts/kafka_local.py and a redis-server, both stopped at the end). Prints one JSON
 document. Example:
@@ -259,6 +264,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", help="run pulse under cProfile and write its stats here (slows it down)")
     ap.add_argument("--grace", type=float, default=15.0, help="seconds to wait for outstanding probes after producing")
+    ap.add_argument("--warmup", type=float, default=0.0,
+                    help="produce at the rate for this many seconds before measuring (default 0: measure from the start)")
     ap.add_argument("--samples", help="also write every probe's (sent at epoch ms, recs latency ms) here, as JSON")
     args = ap.parse_args()
 
@@ -291,7 +298,7 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> dict:
     time.sleep(1.0)
 
     # Background traffic: the generator's users, sessions, bots (event times replaced by now).
-    total = int(args.rate * args.seconds)
+    total = int(args.rate * (args.seconds + args.warmup))
     lines, _ = generate(users=args.users, items=args.items, events=total, seed=args.seed, days=1)
     background = [orjson.loads(line) for line in lines]
     item_ids = sorted({d["item_id"] for d in background[:20000] if "item_id" in d})
@@ -332,49 +339,56 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> dict:
 
     lag: list = []
     stop_lag = threading.Event()
+    probes = [f"probe-{k:04d}" for k in range(args.probes)]
+    step = args.probe_interval / max(1, len(probes))
+    sent_probe: dict[tuple[str, int], float] = {}
+    pacer = Pacer(args.rate)
+    at = {"bg": iter(background), "next_probe": time.monotonic(), "probe_k": 0}
+
+    def produce_until(deadline: float, measured: bool) -> int:
+        """Produce at the rate until ``deadline``; probe events count only when ``measured``."""
+        n = 0
+        while True:
+            pacer.wait()
+            mono = time.monotonic()
+            if mono >= deadline:
+                return n
+            wall = time.time() * 1000
+            now = int(wall)
+            if probes and mono >= at["next_probe"]:
+                user = probes[at["probe_k"] % len(probes)]
+                at["probe_k"] += 1
+                at["next_probe"] += step
+                doc = {"user_id": user, "type": "view", "ts": now, "item_id": rng.choice(item_ids), "event_id": uuid.uuid4().hex,
+                       "sent_ms": now}
+                if measured:
+                    sent_probe[(user, now)] = wall
+            else:
+                doc = next(at["bg"], None)
+                if doc is None:
+                    at["bg"] = iter(background)
+                    doc = next(at["bg"])
+                doc["ts"] = doc["sent_ms"] = now
+                doc.pop("event_id", None)  # reused when the background wraps around: no false duplicates
+            try:
+                send(doc)
+            except BufferError:
+                producer.poll(0.05)
+                send(doc)
+            n += 1
+            if n % 500 == 0:
+                producer.poll(0)
+
+    if args.warmup > 0:
+        # The same traffic, not measured: a broker just started spends its first tens of
+        # seconds compiling (JIT) on the same two cores, which is not Pulse's latency.
+        produce_until(time.monotonic() + args.warmup, measured=False)
     t0 = time.monotonic()
     lag_thread = threading.Thread(target=sample_lag, args=(bootstrap, topic, args.partitions, group, stop_lag, lag, t0), daemon=True)
     lag_thread.start()
     meter = CpuMeter(pulse.pid, watcher.pid, bootstrap, r)
     meter.start()
-
-    probes = [f"probe-{k:04d}" for k in range(args.probes)]
-    step = args.probe_interval / max(1, len(probes))
-    sent_probe: dict[tuple[str, int], float] = {}
-    next_probe_at, probe_k = t0, 0
-    pacer = Pacer(args.rate)
-    produced = 0
-    bg = iter(background)
-    deadline = t0 + args.seconds
-    while True:
-        pacer.wait()
-        mono = time.monotonic()
-        if mono >= deadline:
-            break
-        wall = time.time() * 1000
-        now = int(wall)
-        if probes and mono >= next_probe_at:
-            user = probes[probe_k % len(probes)]
-            probe_k += 1
-            next_probe_at += step
-            doc = {"user_id": user, "type": "view", "ts": now, "item_id": rng.choice(item_ids), "event_id": uuid.uuid4().hex,
-                   "sent_ms": now}
-            sent_probe[(user, now)] = wall
-        else:
-            doc = next(bg, None)
-            if doc is None:
-                bg = iter(background)
-                doc = next(bg)
-            doc["ts"] = doc["sent_ms"] = now
-            doc.pop("event_id", None)  # reused when the background wraps around: no false duplicates
-        try:
-            send(doc)
-        except BufferError:
-            producer.poll(0.05)
-            send(doc)
-        produced += 1
-        if produced % 500 == 0:
-            producer.poll(0)
+    produced = produce_until(t0 + args.seconds, measured=True)
     produce_s = time.monotonic() - t0
     producer.flush(60)
     cpu = meter.stop()
@@ -418,7 +432,7 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> dict:
     half = [(t, lg) for t, _h, _c, lg in lag if t >= args.seconds / 2 and t <= args.seconds]
     lag_series = [lg for t, _h, _c, lg in lag if t <= args.seconds]
     return {
-        "config": {"rate": args.rate, "seconds": args.seconds, "partitions": args.partitions, "users": args.users,
+        "config": {"rate": args.rate, "seconds": args.seconds, "warmup_s": args.warmup, "partitions": args.partitions, "users": args.users,
                    "items": args.items, "probes": args.probes, "probe_interval_s": args.probe_interval},
         "produced": {"events": produced, "seconds": round(produce_s, 2), "events_per_s": round(produced / produce_s, 1),
                      "failed": failed[0]},

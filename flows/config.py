@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     redis_url: Optional[str] = Field(None, description="Redis to write to; none = embedded server (demo only)")
     key_prefix: str = Field("pulse", description="prefix of every Redis key")
     user_ttl_s: int = Field(30 * 86400, description="TTL of per-user keys, seconds")
-    flush_interval_s: float = Field(0.05, description="how long Redis writes are coalesced")
+    flush_interval_s: float = Field(0.01, description="how long Redis writes are coalesced")
     # profiles
     profile_half_life_s: float = Field(7 * 86400, description="half-life of user affinities (event time)")
     long_dwell_ms: int = 30_000

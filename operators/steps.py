@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, List, Optional, Tuple, Union
@@ -82,6 +83,22 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+_idle_cache: tuple = (0.0, None, None)  # (monotonic time it holds until, idle_s, deadline)
+
+
+def _idle_deadline(idle_s: float) -> datetime:
+    """``now + idle_s`` (UTC), recomputed at most once a second (or per 1% of
+    ``idle_s``): every user key asks after every batch, and an eviction a second early
+    does not matter."""
+    global _idle_cache
+    until, cached_s, deadline = _idle_cache
+    now = time.monotonic()
+    if now >= until or cached_s != idle_s:
+        deadline = _utcnow() + timedelta(seconds=idle_s)
+        _idle_cache = (now + min(1.0, idle_s / 100), idle_s, deadline)
+    return deadline
+
+
 # -- 1. parse ---------------------------------------------------------------------------
 def parse_records(step_id: str, up: Stream[Raw], fmt: Format) -> Tuple[Stream[Event], Stream[Union[DeadLetter, PartitionEnd]]]:
     """Parse raw records per batch; returns (events, dead letters and partition ends)."""
@@ -133,7 +150,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
     def notify_at(self) -> Optional[datetime]:
         if self.options.live_idle_s is None:
             return None
-        return _utcnow() + timedelta(seconds=self.options.live_idle_s)
+        return _idle_deadline(self.options.live_idle_s)
 
     def on_notify(self) -> Tuple[Iterable[UserOut], bool]:
         # Idle in a live run: close the windows, send the last profile, free the state.

@@ -101,7 +101,7 @@ class RedisStore:
     def __init__(
         self,
         url: str,
-        flush_interval_s: float = 0.05,
+        flush_interval_s: float = 0.01,
         max_pending: int = 200_000,
         retry_max_s: float = 5.0,
         track_users: bool = True,
@@ -215,33 +215,76 @@ class RedisStore:
                 log.exception("flushing to Redis failed")
 
     def _send(self, batch: dict[str, Write], streams: Sequence[StreamAdd]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for w in batch.values():
-            kind = type(w)
-            if kind is Put:
-                pipe.set(w.key, w.value, ex=w.ttl_s or None)
-            elif kind is ZReplace:
-                pipe.delete(w.key)
-                if w.members:
-                    pipe.zadd(w.key, dict(w.members))
-            elif kind is HashSet:
-                pipe.hset(w.key, mapping=dict(w.fields))
-            elif kind is Delete:
-                pipe.delete(w.key)
-        for s in streams:
-            pipe.xadd(s.key, dict(s.fields), id=s.entry_id, maxlen=s.maxlen, approximate=True)
-        results = pipe.execute(raise_on_error=False)
-        for r in results:
-            if isinstance(r, redis.ResponseError) and _STALE_STREAM_ID not in str(r):
-                raise r
-            if isinstance(r, (redis.ConnectionError, redis.TimeoutError)):
-                raise r
+        # One pipeline, encoded here rather than by redis-py's Pipeline, which spent
+        # 10-20 µs of Python per command (measured: a flush's CPU roughly halves).
+        payload, count = encode_commands(batch.values(), streams)
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        error: Optional[redis.ResponseError] = None
+        try:
+            conn.send_packed_command([payload])
+            for _ in range(count):
+                try:
+                    conn.read_response()
+                except redis.ResponseError as err:  # the others still answer: read on
+                    if error is None and _STALE_STREAM_ID not in str(err):
+                        error = err
+        except BaseException:
+            conn.disconnect()  # replies may still be on their way: never reuse it
+            raise
+        finally:
+            pool.release(conn)
+        if error is not None:
+            raise error
         self.stats.flushes += 1
         self.stats.keys_written += len(batch) + len(streams)
         if self.track_users:
             for key, w in batch.items():
                 if type(w) is Put and key.endswith("}:profile"):
                     self.stats.user_ids.add(key[key.index("{") + 1 : -len("}:profile")])
+
+
+def _command(args: Sequence[bytes]) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
+
+
+def encode_commands(writes: Iterable[Write], streams: Sequence[StreamAdd] = ()) -> tuple[bytes, int]:
+    r"""The Redis commands of ``writes`` and ``streams`` in the wire protocol (RESP),
+    and how many there are (the replies to read).
+
+    >>> encode_commands([Put("k", b"v", 60), ZReplace("z", (("a", 1.5),)), HashSet("h", (("f", "1"),))])
+    (b'*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nEX\r\n$2\r\n60\r\n*2\r\n$3\r\nDEL\r\n$1\r\nz\r\n*4\r\n$4\r\nZADD\r\n$1\r\nz\r\n$3\r\n1.5\r\n$1\r\na\r\n*4\r\n$4\r\nHSET\r\n$1\r\nh\r\n$1\r\nf\r\n$1\r\n1\r\n', 4)
+    """
+    out: list[bytes] = []
+    add = out.append
+    for w in writes:
+        kind = type(w)
+        key = w.key.encode()
+        if kind is Put:
+            add(_command((b"SET", key, w.value, b"EX", b"%d" % w.ttl_s) if w.ttl_s else (b"SET", key, w.value)))
+        elif kind is ZReplace:
+            add(_command((b"DEL", key)))
+            if w.members:
+                args = [b"ZADD", key]
+                for member, score in w.members:
+                    args.append(repr(float(score)).encode())
+                    args.append(member.encode())
+                add(_command(args))
+        elif kind is HashSet:
+            args = [b"HSET", key]
+            for name, value in w.fields:
+                args.append(name.encode())
+                args.append(value.encode())
+            add(_command(args))
+        elif kind is Delete:
+            add(_command((b"DEL", key)))
+    for st in streams:
+        args = [b"XADD", st.key.encode(), b"MAXLEN", b"~", b"%d" % st.maxlen, st.entry_id.encode()]
+        for name, value in st.fields:
+            args.append(name.encode())
+            args.append(value.encode())
+        add(_command(args))
+    return b"".join(out), len(out)
 
 
 class _StorePartition(StatefulSinkPartition[Write, None]):
@@ -270,7 +313,7 @@ class RedisSink(FixedPartitionedSink[Write, None]):
     at-least-once, and every write is idempotent). ``on_store`` is told of the store
     built (run summaries read its stats)."""
 
-    def __init__(self, url: str, flush_interval_s: float = 0.05, on_store=None) -> None:
+    def __init__(self, url: str, flush_interval_s: float = 0.01, on_store=None) -> None:
         self.url = url
         self.flush_interval_s = flush_interval_s
         self.on_store = on_store
