@@ -531,12 +531,7 @@ def blend_parts(
                 continue
             break
         if status == 0:
-            names = cands.seed_reasons + cands.reasons
-            return [
-                _new_rec(Rec, (ids[number], round(score * 1e6) / 1e6, names[p]))
-                for number, score, p in zip(uniq.take(places).tolist(), total.take(places).tolist(),
-                                            why.take(places).tolist())
-            ]
+            return _recs(cands, ids, uniq, total, why, places)
     while True:
         if want > ran:
             scratch.mark += 1
@@ -588,11 +583,18 @@ def blend_parts(
         break
     # Not enough variety to honour the cap: fill up with the best held-back items.
     chosen.extend(held[: k - len(chosen)])
-    # reasons: seed parts are numbered first, then the list parts
-    names = cands.seed_reasons + cands.reasons
-    parts = why.take([r[0] for r in chosen]).tolist()
+    return _recs(cands, ids, uniq, total, why, [r[0] for r in chosen])
+
+
+def _recs(cands: Candidates, ids: Sequence[str], uniq: np.ndarray, total: np.ndarray, why: np.ndarray,
+          places) -> list[Rec]:
+    """The recommendations at ``places`` of the kernel's output, in that order."""
+    names = cands.seed_reasons + cands.reasons  # seed parts are numbered first, then the list parts
     # scores to 6 decimals (round(x * 1e6) / 1e6: round(x, 6) without its slow path)
-    return [_new_rec(Rec, (r[1], round(r[2] * 1e6) / 1e6, names[p])) for r, p in zip(chosen, parts)]
+    return [
+        _new_rec(Rec, (ids[number], round(score * 1e6) / 1e6, names[p]))
+        for number, score, p in zip(uniq.take(places).tolist(), total.take(places).tolist(), why.take(places).tolist())
+    ]
 
 
 def warm_up() -> None:

@@ -410,7 +410,7 @@ class Engine:
             seeds, seed_factors = c.seeds, c.seed_factors
             for i, f in zip(nums, factors):
                 if i is not None and i < n_built:
-                    if not built[i] or updates[i] >= refresh_after:
+                    if not built[i] or updates[i] >= refresh_after:  # (CoVisitation.fresh, inlined)
                         cv._build(i)  # (an empty list adds nothing)
                     seeds.append(i)
                     seed_factors.append(f)
