@@ -1,10 +1,11 @@
 """Prequential evaluation of the pipeline's own operators against simple baselines.
 
 Events are read by the replay source (so MovieLens is in (time, line) order), parsed by
-the same format, deduplicated and profiled by the same :class:`~pulse.state.user.UserState`
-and learned by the same :class:`~pulse.state.engine.Engine` as in a live run. For every
-event, *before* learning from it, the engine's current top-K for the user (excluding items
-the user already interacted with) is checked for the event's item: a hit counts 1 for
+the same format, deduplicated and profiled by the same :class:`~pulse.state.user.UserState`,
+learned by the same :class:`~pulse.state.engine.Engine` and blended by the same
+:class:`~pulse.state.recs.Recommender` over a :class:`~pulse.state.view.LocalView` as in a
+replay in one process. For every event, *before* learning from it, the user's current
+top-K (excluding items the user already interacted with) is checked for the event's item: a hit counts 1 for
 HR@K and 1/log2(rank + 2) for NDCG@K. The baselines see the same stream in the same run:
 
 * ``random``: K random items seen so far (seeded);
@@ -31,8 +32,10 @@ from pulse.flows.config import Settings
 from pulse.flows.replay import make_format
 from pulse.flows.sources import RecordedLogSource
 from pulse.operators.events import Event, Raw
-from pulse.state.engine import Engine, UserUpdate
+from pulse.state.engine import Engine, ModelUpdate
+from pulse.state.recs import Recommender, UserRecs
 from pulse.state.user import UserState
+from pulse.state.view import LocalView
 
 
 class _Score:
@@ -167,10 +170,14 @@ def evaluate(
     user_config = settings.user_config()
     engine_config = settings.engine_config()
     blend = dataclasses.replace(engine_config.blend, k=k, exclude_seen=True)
-    # Only the models matter here: no Redis writes, no debounced lists.
-    engine_config = dataclasses.replace(engine_config, blend=blend, write_recs=False, global_min_events=1 << 62)
+    blend_repeat = dataclasses.replace(blend, exclude_seen=False)
+    # Only the models matter here: no global writes, no debounced lists.
+    engine_config = dataclasses.replace(engine_config, blend=blend, global_min_events=1 << 62)
     engine = Engine(engine_config)
+    view = LocalView(engine)
+    recommender = Recommender(engine_config, write_recs=False)
     users: dict[str, UserState] = {}
+    recs_states: dict[str, UserRecs] = {}
     baselines = _Baselines(seed)
     names = ("pulse", "random", "popularity", "decayed_popularity")
     overall = {n: _Score() for n in names}
@@ -190,14 +197,17 @@ def evaluate(
         item = ev.item_id
         if item is not None and not (ev.event_id is not None and ev.event_id in st.event_ids):
             prior = sum(st.profile.counts.values())
-            rec_state = engine.users.get(user)
-            seen = rec_state.seen.ids if rec_state is not None else {}
+            rec_state = recs_states.get(user)
+            if rec_state is None:
+                rec_state = recs_states[user] = UserRecs(engine_config.max_seen)
+            seen = rec_state.seen.ids
             repeat = item in seen
             t0, c0 = clock(), cpu()
-            lists = {"pulse": [r.item_id for r in engine.recommend(user, ev.ts, exclude_seen=not repeat)]}
+            recs = recommender.recommend(rec_state, ev.ts, view, blend_repeat if repeat else blend)
+            lists = {"pulse": [r.item_id for r in recs]}
             pulse_seconds += clock() - t0
             pulse_cpu += cpu() - c0
-            exclude = (rec_state.purchased.ids if rec_state is not None else {}) if repeat else seen
+            exclude = rec_state.purchased.ids if repeat else seen
             lists.update(baselines.recommend(k, exclude))
             for name, recs in lists.items():
                 overall[name].add(item, recs)
@@ -209,8 +219,12 @@ def evaluate(
         if learned.duplicate:
             duplicates += 1
         else:
-            doc = st.profile_doc(ev.ts) if st.profile_due(ev.ts) else None
-            engine.learn_one(UserUpdate(user, ev, learned.weight, doc, learned.closed))
+            doc = st.profile_doc(ev.ts) if learned.closed or st.profile_due(ev.ts) else None
+            _, up = engine.learn_one(ModelUpdate(user, ev, learned.weight, doc, learned.closed))
+            rec_state = recs_states.get(user)
+            if rec_state is None:
+                rec_state = recs_states[user] = UserRecs(engine_config.max_seen)
+            recommender.learn_one(rec_state, up, view)
         pulse_seconds += clock() - t0
         pulse_cpu += cpu() - c0
         if on_progress is not None and n % 2000 == 0:

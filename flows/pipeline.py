@@ -4,15 +4,17 @@
       └─ parse_records ──────────────── dead letters ──┐
            └─ track_users (per user) ── duplicates ────┤──> DLQ (JSONL file | Kafka topic)
                 │                     └─ late events ──┴──> late output (counted)
-                └─ recommend (engine shard) ──> Redis (coalesced, pipelined)
+                └─ learn_models (the model step) ── global writes ──┐
+                     └─ recommend (per user, reads a model view) ───┴──> Redis
 
 Replays and live runs share every step; only the source and the DLQ sink differ.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -21,9 +23,10 @@ from bytewax.outputs import DynamicSink
 
 from pulse.operators.events import DeadLetter, Event, Raw
 from pulse.operators.formats import Format
-from pulse.operators.steps import Counters, Late, StepOptions, parse_records, recommend, track_users
-from pulse.state.engine import Engine, UserUpdate
+from pulse.operators.steps import Counters, Late, StepOptions, learn_models, parse_records, recommend, track_users
+from pulse.state.engine import Engine, ModelUpdate, RecsUpdate
 from pulse.state.store import RedisSink, RedisStore
+from pulse.state.view import LocalView, RemoteView
 
 
 @dataclass
@@ -34,6 +37,21 @@ class RunHandles:
     counters: Counters = field(default_factory=Counters)
     stores: list[RedisStore] = field(default_factory=list)
     engines: list[Engine] = field(default_factory=list)
+    views: list = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def view(self, redis_url: str, options: StepOptions):
+        """The model view of this process's recommendation steps: the model step itself
+        when it runs in this process (it does before any update reaches them), else a
+        view filled from Redis (see :mod:`pulse.state.view`)."""
+        if self.views:
+            return self.views[0]
+        with self.lock:
+            if not self.views:
+                cfg = options.engine
+                self.views.append(LocalView(self.engines[0]) if self.engines else
+                                  RemoteView(redis_url, cfg.keys, cfg.blend, cfg.recs_seed_recency, cfg.recs_seed_items))
+            return self.views[0]
 
 
 def build_flow(
@@ -46,23 +64,18 @@ def build_flow(
     handles: RunHandles,
     late_sink: Optional[DynamicSink] = None,
     flush_interval_s: float = 0.05,
-    to_raw: Optional[Callable[[Any], Raw]] = None,
 ) -> Dataflow:
-    """Build the dataflow: ``source`` → parse → per-user state → engine → Redis.
-
-    ``to_raw`` adapts a source whose items are not :class:`Raw` records (a Kafka
-    message, say); the records then go through exactly the same steps as a replay."""
+    """Build the dataflow: ``source`` → parse → per-user state → models → per-user
+    lists and documents → Redis."""
     counters = handles.counters
     flow = Dataflow(name)
     raw = op.input("input", flow, source)
-    if to_raw is not None:
-        raw = op.map("to_raw", raw, to_raw)
     events, rest = parse_records("parse", raw, fmt)
     parsed = op.branch("ends", rest, lambda x: isinstance(x, DeadLetter))
     dead, ends = parsed.trues, parsed.falses
     users = track_users("users", events, options)
-    split = op.branch("user_out", users, lambda x: isinstance(x, UserUpdate))
-    updates: Stream[UserUpdate] = split.trues
+    split = op.branch("user_out", users, lambda x: isinstance(x, ModelUpdate))
+    updates: Stream[ModelUpdate] = split.trues
     other = op.branch("dead_or_late", split.falses, lambda x: isinstance(x, DeadLetter))
     dead_letters = op.merge("dead_letters", dead, other.trues)
     op.output("dlq", dead_letters, dlq_sink)
@@ -78,13 +91,17 @@ def build_flow(
 
     updates = op.flat_map_batch("count_ok", updates, count_ok)
     if options.ordered_sources is not None:
-        # Dead letters and partition ends tell the engine which records it will never
+        # Dead letters and partition ends tell the model step which records it will never
         # see as updates, so it can apply the rest in canonical order.
-        engine_in = op.merge("engine_in", updates, dead_letters, ends)
+        model_in = op.merge("model_in", updates, dead_letters, ends)
     else:
-        engine_in = updates
-    writes = recommend("recommend", engine_in, options, on_engine=handles.engines.append)
-    op.output("redis", writes, RedisSink(redis_url, flush_interval_s, on_store=handles.stores.append))
+        model_in = updates
+    learned = learn_models("learn", model_in, options, on_engine=handles.engines.append)
+    per_user = op.branch("models_out", learned, lambda x: isinstance(x, RecsUpdate))
+    user_writes = recommend("recommend", per_user.trues, options, lambda: handles.view(redis_url, options))
+    writes = op.merge("writes", per_user.falses, user_writes)
+    keyed = op.key_on("write_key", writes, lambda w: w.key)
+    op.output("redis", keyed, RedisSink(redis_url, flush_interval_s, on_store=handles.stores.append))
     return flow
 
 

@@ -4,8 +4,11 @@ A Pulse dataflow is these steps, top to bottom (see :mod:`pulse.flows.pipeline`)
 
 1. :func:`parse_records` — raw records → events | dead letters (per batch);
 2. :func:`track_users` — per user: dedup, event-time windows, decayed profile →
-   updates for the engine | dead letters (duplicates) | late events;
-3. :func:`recommend` — the engine shard: global models and recommendations → Redis writes.
+   updates for the models | dead letters (duplicates) | late events;
+3. :func:`learn_models` — the model step: trending, co-visitation, River segments and
+   anomalies, applied in canonical order → global Redis writes | per-user updates;
+4. :func:`recommend` — per user: exclusions, debounce, the blend of the user's list
+   from a view of the models, the user's documents → Redis writes.
 
 The steps hold no I/O: sources and sinks are attached by the flow.
 """
@@ -27,11 +30,13 @@ from bytewax.operators import StatefulBatchLogic
 from pulse.operators.events import DeadLetter, Event, PartitionEnd, Raw
 from pulse.operators.formats import Format
 from pulse.operators.order import SequencedMerge
-from pulse.state.engine import Engine, EngineConfig, UserUpdate
+from pulse.state.engine import Engine, EngineConfig, ModelUpdate, RecsUpdate
+from pulse.state.recs import Recommender, UserRecs
 from pulse.state.store import Write
 from pulse.state.user import UserConfig, UserState
 
-ENGINE_KEY = "engine"
+#: the model step's one key
+MODELS_KEY = "models"
 
 
 @dataclass
@@ -113,7 +118,7 @@ def parse_records(step_id: str, up: Stream[Raw], fmt: Format) -> Tuple[Stream[Ev
 
 
 # -- 2. per user --------------------------------------------------------------------------
-UserOut = Union[UserUpdate, DeadLetter, Late]
+UserOut = Union[ModelUpdate, DeadLetter, Late]
 
 
 class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
@@ -132,17 +137,18 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
                 continue
             if learned.late:
                 out.append(Late(ev))
-            doc = st.profile_doc(ev.ts) if st.profile_due(ev.ts) else None
-            out.append(UserUpdate(ev.user_id, ev, learned.weight, doc, learned.closed))
+            # (a document whenever windows closed: the verdicts they bring are written with it)
+            doc = st.profile_doc(ev.ts) if learned.closed or st.profile_due(ev.ts) else None
+            out.append(ModelUpdate(ev.user_id, ev, learned.weight, doc, learned.closed))
         return out, self.RETAIN
 
     def _final(self) -> list[UserOut]:
         st = self.state
         closed = st.windows.close_all()
-        doc = st.profile_doc(st.profile.last_seen or 0) if st.profile_dirty else None
-        if st.user_id is None or (doc is None and not closed):
+        doc = st.profile_doc(st.profile.last_seen or 0) if st.profile_dirty or closed else None
+        if st.user_id is None or doc is None:
             return []
-        return [UserUpdate(st.user_id, None, 0.0, doc, closed)]
+        return [ModelUpdate(st.user_id, None, 0.0, doc, closed)]
 
     def on_eof(self) -> Tuple[Iterable[UserOut], bool]:
         return self._final(), self.RETAIN
@@ -171,23 +177,24 @@ def track_users(step_id: str, events: Stream[Event], options: StepOptions) -> St
     return op.key_rm(f"{step_id}_unkey", out)
 
 
-# -- 3. the engine ----------------------------------------------------------------------
-EngineIn = Union[UserUpdate, DeadLetter, PartitionEnd]
+# -- 3. the models ---------------------------------------------------------------------
+ModelIn = Union[ModelUpdate, DeadLetter, PartitionEnd]
+ModelOut = Union[Write, RecsUpdate]
 
 
-def _update_ts(up: UserUpdate) -> int:
+def _update_ts(up: ModelUpdate) -> int:
     return up.event.ts if up.event is not None else 0
 
 
-def _update_key(up: UserUpdate):
+def _update_key(up: ModelUpdate):
     return (up.event.src, up.event.seq) if up.event is not None else None
 
 
-def _update_user(up: UserUpdate) -> str:
+def _update_user(up: ModelUpdate) -> str:
     return up.user_id
 
 
-class _EngineLogic(StatefulBatchLogic[EngineIn, Write, tuple]):
+class _ModelLogic(StatefulBatchLogic[ModelIn, ModelOut, tuple]):
     def __init__(self, resume: Optional[tuple], options: StepOptions, on_engine: Optional[Callable[[Engine], None]]) -> None:
         if resume is not None:
             self.engine, self.merge = resume
@@ -203,61 +210,113 @@ class _EngineLogic(StatefulBatchLogic[EngineIn, Write, tuple]):
         if on_engine is not None:
             on_engine(self.engine)
 
-    def on_batch(self, values: List[EngineIn]) -> Tuple[Iterable[Write], bool]:
-        out: list[Write] = []
+    def _learn(self, updates: Iterable[ModelUpdate]) -> list[ModelOut]:
+        out: list[ModelOut] = []
         learn = self.engine.learn_one
-        merge = self.merge
-        for item in values:
-            if merge is not None:
-                for up in merge.push(item):
-                    out.extend(learn(up))
-            elif type(item) is UserUpdate:
-                out.extend(learn(item))
-        return out, self.RETAIN
+        with self.engine.lock:
+            for up in updates:
+                writes, recs = learn(up)
+                out.extend(writes)
+                out.append(recs)
+        return out
 
-    def on_eof(self) -> Tuple[Iterable[Write], bool]:
-        out: list[Write] = []
-        if self.merge is not None:
-            for up in self.merge.drain():
-                out.extend(self.engine.learn_one(up))
-        out.extend(self.engine.flush())
+    def on_batch(self, values: List[ModelIn]) -> Tuple[Iterable[ModelOut], bool]:
+        merge = self.merge
+        if merge is None:
+            return self._learn(v for v in values if type(v) is ModelUpdate), self.RETAIN
+        ready: list[ModelUpdate] = []
+        for item in values:
+            ready.extend(merge.push(item))
+        return self._learn(ready), self.RETAIN
+
+    def on_eof(self) -> Tuple[Iterable[ModelOut], bool]:
+        out = self._learn(self.merge.drain()) if self.merge is not None else []
+        with self.engine.lock:
+            out.extend(self.engine.flush())
         return out, self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
         if self.options.live_idle_s is None:
             return None
-        return _utcnow() + timedelta(seconds=max(self.options.engine.recs_interval_s, 0.05))
+        return _utcnow() + timedelta(seconds=max(self.options.engine.global_interval_s / 5, 0.05))
 
-    def on_notify(self) -> Tuple[Iterable[Write], bool]:
+    def on_notify(self) -> Tuple[Iterable[ModelOut], bool]:
         # Live runs: event time stands still when traffic pauses, so let the wall clock
-        # release debounced recommendations that are due.
+        # write the global keys of what arrived since the last round.
         now_ms = int(_utcnow().timestamp() * 1000)
         eng = self.engine
-        writes = eng.tick(max(eng.clock, now_ms))
-        if eng._global_at is not None and eng.events > eng._global_events and now_ms - self._global_wall >= eng.config.global_interval_s * 1000:
-            writes.extend(eng.global_writes(eng.clock, spread=False))
-            self._global_wall = now_ms
-        else:
+        with eng.lock:
+            if eng.global_due and now_ms - self._global_wall >= eng.config.global_interval_s * 1000:
+                self._global_wall = now_ms
+                return eng.global_writes(eng.clock, spread=False), self.RETAIN
             # The round in progress advances with events; the input is idle: finish it.
-            writes.extend(eng.global_rest(eng.clock))
-        return writes, self.RETAIN
+            return eng.global_rest(eng.clock), self.RETAIN
 
     def snapshot(self) -> Optional[tuple]:
-        return copy.deepcopy((self.engine, self.merge)) if self.options.snapshots else None
+        if not self.options.snapshots:
+            return None
+        with self.engine.lock:
+            return copy.deepcopy((self.engine, self.merge))
 
 
-def recommend(
+def learn_models(
     step_id: str,
-    updates: Stream[EngineIn],
+    updates: Stream[ModelIn],
     options: StepOptions,
     on_engine: Optional[Callable[[Engine], None]] = None,
-) -> KeyedStream[Write]:
-    """Route every update to the engine shard and turn it into Redis writes (keyed by
-    the shard, ready for the partitioned Redis sink). Replays also route dead letters
-    and partition ends here, so the engine can restore the canonical order."""
-    keyed = op.key_on(f"{step_id}_key", updates, lambda _: ENGINE_KEY)
+) -> Stream[ModelOut]:
+    """Route every update to the model step and learn the global models from it; emits
+    the global Redis writes and one :class:`RecsUpdate` per update. Replays also route
+    dead letters and partition ends here, so the models see updates in canonical order."""
+    keyed = op.key_on(f"{step_id}_key", updates, lambda _: MODELS_KEY)
 
-    def build(resume: Optional[tuple]) -> _EngineLogic:
-        return _EngineLogic(resume, options, on_engine)
+    def build(resume: Optional[tuple]) -> _ModelLogic:
+        return _ModelLogic(resume, options, on_engine)
 
-    return op.stateful_batch(f"{step_id}_engine", keyed, build)
+    return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_models", keyed, build))
+
+
+# -- 4. per user: the list and the documents -----------------------------------------------
+class _RecsLogic(StatefulBatchLogic[RecsUpdate, Write, UserRecs]):
+    def __init__(self, state: UserRecs, recommender: Recommender, view, options: StepOptions) -> None:
+        self.state = state
+        self.recommender = recommender
+        self.view = view
+        self.options = options
+
+    def on_batch(self, values: List[RecsUpdate]) -> Tuple[Iterable[Write], bool]:
+        learn = self.recommender.learn_one
+        st, view = self.state, self.view()
+        out: list[Write] = []
+        for up in values:
+            out.extend(learn(st, up, view))
+        return out, self.RETAIN
+
+    def on_eof(self) -> Tuple[Iterable[Write], bool]:
+        return self.recommender.pending(self.state, self.view()), self.RETAIN
+
+    def notify_at(self) -> Optional[datetime]:
+        if self.options.live_idle_s is None or self.state.recs_due is None:
+            return None
+        return _utcnow() + timedelta(seconds=self.options.engine.recs_interval_s)
+
+    def on_notify(self) -> Tuple[Iterable[Write], bool]:
+        # Live runs: a refresh held back by the debounce is due by the wall clock too.
+        return self.recommender.pending(self.state, self.view()), self.RETAIN
+
+    def snapshot(self) -> Optional[UserRecs]:
+        return copy.deepcopy(self.state) if self.options.snapshots else None
+
+
+def recommend(step_id: str, updates: Stream[RecsUpdate], options: StepOptions, view: Callable[[], object]) -> Stream[Write]:
+    """Key the model step's per-user updates by user; keep each user's exclusions and
+    debounce, blend the user's list from ``view()`` (a :mod:`pulse.state.view`) and write
+    the user's documents."""
+    keyed = op.key_on(f"{step_id}_key", updates, lambda up: up.user_id)
+    recommender = Recommender(options.engine)
+    max_seen = options.engine.max_seen
+
+    def build(resume: Optional[UserRecs]) -> _RecsLogic:
+        return _RecsLogic(resume if resume is not None else UserRecs(max_seen), recommender, view, options)
+
+    return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_users", keyed, build))

@@ -354,14 +354,6 @@ class CoVisitation:
             self._build(i)
         return bool(self.lists.length[i])
 
-    def ranked(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """The cached best neighbours of item number ``i``: (numbers, scores) with scores
-        ``c(i, j) / pop(j)^β / pop(i)^α``, in no particular order (see :meth:`similar`).
-        Do not modify them."""
-        if not self.fresh(i):
-            return _EMPTY
-        return self.lists.get(i)
-
     def _build(self, i: int) -> None:
         self._built[i] = True
         table = self.table
@@ -388,11 +380,14 @@ class CoVisitation:
         self.lists.put(i, out_js[:kept], out_scores[:kept])
 
     def similar(self, item: str, n: Optional[int] = None) -> list[tuple[str, float]]:
-        """Neighbours of ``item``, most similar first (ties by id; scores are relative)."""
+        """Neighbours of ``item`` as its counts stand now (the list is rebuilt, so what is
+        written does not depend on when blends last read it), most similar first (ties by
+        id)."""
         i = self.index.numbers.get(item)
-        if i is None:
+        if i is None or i >= len(self._built):
             return []
-        js, scores = self.ranked(i)
+        self._build(i)
+        js, scores = self.lists.get(i)
         ids = self.index.ids
         ranked = sorted(zip((ids[j] for j in js.tolist()), scores.tolist()), key=lambda js_: (-js_[1], js_[0]))
         return ranked[: n or self.list_size]

@@ -16,6 +16,9 @@ key                                    type         value
 ``pulse:item:{<item_id>}:similar``     string/JSON  ``[{"item_id", "score"}]`` co-visitation
 ``pulse:trending``                     sorted set   item -> decayed popularity
 ``pulse:trending:category:{<c>}``      sorted set   item -> decayed popularity in category c
+``pulse:trending:segment:{<s>}``       sorted set   item -> decayed popularity in segment s
+``pulse:item:{<item_id>}:nbrs``        string/JSON  internal: the co-visitation list the blend
+                                                    reads in other processes
 ``pulse:segments``                     string/JSON  segment sizes, centroids, drift, traits
 ``pulse:anomalies``                    stream       one entry per flagged user
 ``pulse:meta``                         hash         schema_version, events_processed, ...
@@ -48,6 +51,12 @@ class KeySchema:
 
     def similar(self, item_id: str) -> str:
         return f"{self.prefix}:item:{{{item_id}}}:similar"
+
+    def nbrs(self, item_id: str) -> str:
+        return f"{self.prefix}:item:{{{item_id}}}:nbrs"
+
+    def segment_trending(self, segment: str) -> str:
+        return f"{self.prefix}:trending:segment:{{{segment}}}"
 
     def category_trending(self, category: str) -> str:
         return f"{self.prefix}:trending:category:{{{category}}}"

@@ -89,7 +89,7 @@ class Segmenter:
         self.learned = 0
         self._last_centers: dict[int, dict[str, float]] = {}
 
-    def learn_one(self, window: WindowAgg, categories=None) -> tuple[str, list[str]]:
+    def learn_one(self, window: WindowAgg) -> tuple[str, list[str]]:
         """Learn from one window and return (segment id, traits) for it."""
         x = window_features(window)
         self.scaler.learn_one(x)
@@ -100,9 +100,6 @@ class Segmenter:
         segment = f"s{k}"
         self.assigned[segment] = self.assigned.get(segment, 0) + 1
         return segment, self.traits(k)
-
-    def predict_one(self, window: WindowAgg) -> str:
-        return f"s{self.model.predict_one(self.scaler.transform_one(window_features(window)))}"
 
     def traits(self, k: int) -> list[str]:
         center = self.model.centers.get(k, {})

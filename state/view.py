@@ -1,0 +1,296 @@
+"""What the recommendation step reads of the models: neighbour lists, trending heads and
+item categories, as :class:`~pulse.operators.recommend.Candidates` in item numbers.
+
+The models (co-visitation, trending, River) are learned by the model step
+(:class:`~pulse.state.engine.Engine`); users' lists are blended by the user-keyed
+recommendation step (:mod:`pulse.state.recs`), which may run on any worker of any
+process. The dataflow is a DAG, so the lists cannot flow back to it; instead it reads
+a *view* of the models:
+
+* :class:`LocalView` when the model step lives in the same process: it reads the
+  models themselves (under a lock shared with the model step, which compiled kernels
+  need: they release the GIL). Replays in one process read exactly the models' state.
+* :class:`RemoteView` in the other processes of a cluster: a cache filled from the
+  keys the model step writes to Redis (each item's neighbour list in
+  ``pulse:item:{<id>}:nbrs``, the trending sorted sets), refreshed by a background
+  thread every ``refresh_s`` (the blend never waits for Redis). A list is at most
+  ``refresh_s`` plus one global round older than the models.
+
+Both number items in their own :class:`~pulse.state.covisit.ItemIndex`; a user's
+exclusions are kept as ids and numbered through the view's index
+(:meth:`pulse.state.recs.ItemSet.numbers`).
+
+Example:
+
+>>> from pulse.state.engine import Engine, EngineConfig, ModelUpdate
+>>> from pulse.operators.events import Event
+>>> eng = Engine(EngineConfig())
+>>> _ = eng.learn_one(ModelUpdate("u1", Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, None, ()))
+>>> view = LocalView(eng)
+>>> c = view.parts(("a",), (), None, False, 1_000)
+>>> [c.kind_names[k] for k in c.kinds]
+['trending']
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import numpy as np
+import orjson
+
+from pulse.operators.recommend import BlendConfig, Candidates, ListPool, Scratch
+from pulse.state.covisit import ItemIndex
+from pulse.state.keys import KeySchema
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pulse.state.engine import Engine
+
+log = logging.getLogger("pulse.view")
+
+#: categories per item the diversity cap counts (an item's first ones)
+MAX_ITEM_CATEGORIES = 8
+
+
+class ItemCategories:
+    """Item number → its first :data:`MAX_ITEM_CATEGORIES` categories as numbers (an
+    int64 matrix padded with -1), what the compiled category cap reads.
+
+    >>> cats = ItemCategories()
+    >>> cats.set(2, ("shoes", "sale"))
+    >>> cats.matrix[2, :3].tolist(), cats.count
+    ([0, 1, -1], 2)
+    """
+
+    __slots__ = ("matrix", "numbers")
+
+    def __init__(self) -> None:
+        self.matrix = np.full((64, MAX_ITEM_CATEGORIES), -1, dtype=np.int64)
+        self.numbers: dict[str, int] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self.numbers)
+
+    def set(self, number: int, category: Sequence[str]) -> None:
+        m = self.matrix
+        if number >= len(m):
+            grown = np.full((max(number + 1, 2 * len(m)), MAX_ITEM_CATEGORIES), -1, dtype=np.int64)
+            grown[: len(m)] = m
+            m = self.matrix = grown
+        row = [self.numbers.setdefault(c, len(self.numbers)) for c in category[:MAX_ITEM_CATEGORIES]]
+        m[number] = -1
+        m[number, : len(row)] = row
+
+
+class LocalView:
+    """The models of an :class:`~pulse.state.engine.Engine` in this process.
+
+    Co-visitation parts are the cached neighbour lists of the user's seed items (newest
+    first, each step back counting ``seed_recency`` less); trending-like parts offer the
+    best ``2k`` of their cached ranking (items the user must not get are dropped by the
+    blend, so they still set their kind's scale). Kinds without weight are left out."""
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self.lock = engine.lock
+        self.index = engine.index
+        self.categories = engine.categories
+        self.item_categories = engine.item_categories
+        self.scratch = Scratch()
+        self._reasons: dict[str, str] = {}
+
+    @property
+    def ids(self) -> list[str]:
+        return self.index.ids
+
+    def parts(self, seeds: Sequence[str], categories: Sequence[tuple[str, float]], segment: Optional[str],
+              flagged: bool, now: int, blend: Optional[BlendConfig] = None) -> Candidates:
+        eng = self.engine
+        config = eng.config
+        blend = blend or config.blend
+        weights = blend.weights
+        depth = blend.k * 2
+        cv = eng.covisit
+        c = Candidates(cv.lists)
+
+        def head(t, kind: str, reason: str, f: float) -> None:
+            nums, stored = t.head_arrays(depth)
+            if len(nums):
+                c.add(kind, reason, nums, stored, f * t.factor(now))
+
+        if weights.get("trending", 0.0) > 0:
+            head(eng.trending, "trending", "trending", 1.0)
+        if flagged:
+            return c
+        if weights.get("co_visit", 0.0) > 0 and seeds:
+            get = self.index.numbers.get
+            for seed, f in zip(seeds, eng.seed_factors):
+                i = get(seed)
+                if i is not None and cv.fresh(i):
+                    c.add_seed(i, cv.reasons[i], f)
+        if weights.get("category", 0.0) > 0:
+            for cat, affinity in categories[:3]:
+                t = eng.by_category.get(cat)
+                if t is not None and affinity > 0:
+                    reason = self._reasons.get(cat)
+                    if reason is None:
+                        reason = self._reasons[cat] = f"category:{cat}"
+                    head(t, "category", reason, affinity)
+        if segment is not None and weights.get("segment", 0.0) > 0:
+            t = eng.by_segment.get(segment)
+            if t is not None:
+                head(t, "segment", "segment", 1.0)
+        return c
+
+
+class RemoteView:
+    """The models as the model step last wrote them to Redis (see the module docstring).
+
+    :arg url: the Redis the flow writes to.
+    :arg keys: its key schema.
+    :arg config: the blend (list length, weights).
+    :arg seed_recency: how much less each older seed counts.
+    :arg refresh_s: how often the background thread refreshes what blends asked for.
+    :arg max_items: neighbour lists kept (the least recently asked for go first).
+    """
+
+    def __init__(self, url: str, keys: KeySchema, config: BlendConfig, seed_recency: float = 0.9,
+                 seed_items: int = 8, refresh_s: float = 0.2, max_items: int = 200_000) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self.keys = keys
+        self.config = config
+        self.seed_factors = [seed_recency**k for k in range(seed_items)]
+        self.refresh_s = refresh_s
+        self.max_items = max_items
+        self.lock = threading.Lock()
+        self.index = ItemIndex()
+        self.categories = ItemCategories()
+        self.item_categories: dict[str, tuple[str, ...]] = {}
+        self.scratch = Scratch()
+        self.pool = ListPool()
+        self.reasons: list[str] = []
+        #: what blends asked for since the last refresh (items, categories, segments)
+        self._wanted: tuple[set, set, set] = (set(), set(), set())
+        self._heads: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._fetched: dict[int, float] = {}  # item number -> when its list was fetched
+        self._stop = threading.Event()
+        try:  # the trending head at once: a first blend then has something to offer
+            self.refresh()
+        except Exception as err:
+            log.warning("reading the model view from Redis failed (%s); retrying in the background", type(err).__name__)
+        self._thread = threading.Thread(target=self._run, name="pulse-view-refresh", daemon=True)
+        self._thread.start()
+
+    @property
+    def ids(self) -> list[str]:
+        return self.index.ids
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _number(self, item: str) -> int:
+        n = self.index.add(item)
+        if n >= len(self.reasons):
+            ids = self.index.ids
+            self.reasons.extend(f"co_visit:{ids[i]}" for i in range(len(self.reasons), len(ids)))
+            self.pool.grow(len(ids))
+        return n
+
+    def parts(self, seeds: Sequence[str], categories: Sequence[tuple[str, float]], segment: Optional[str],
+              flagged: bool, now: int, blend: Optional[BlendConfig] = None) -> Candidates:
+        weights = (blend or self.config).weights
+        c = Candidates(self.pool)
+        items, cats, segs = self._wanted
+        heads = self._heads
+
+        def head(kind: str, name: str, reason: str, f: float) -> None:
+            h = heads.get((kind, name))
+            if h is not None and len(h[0]):
+                c.add(kind, reason, h[0], h[1], f)
+
+        if weights.get("trending", 0.0) > 0:
+            head("trending", "", "trending", 1.0)
+        if flagged:
+            return c
+        if weights.get("co_visit", 0.0) > 0:
+            numbers = self.index.numbers
+            length = self.pool.length
+            for seed, f in zip(seeds, self.seed_factors):
+                i = numbers.get(seed)
+                if i is None or i not in self._fetched:
+                    items.add(seed)
+                elif length[i]:
+                    c.add_seed(i, self.reasons[i], f)
+        if weights.get("category", 0.0) > 0:
+            for cat, affinity in categories[:3]:
+                if affinity > 0:
+                    if ("category", cat) not in heads:
+                        cats.add(cat)
+                    head("category", cat, f"category:{cat}", affinity)
+        if segment is not None and weights.get("segment", 0.0) > 0:
+            if ("segment", segment) not in heads:
+                segs.add(segment)
+            head("segment", segment, "segment", 1.0)
+        return c
+
+    def _categorise(self, item: str, number: int, category: list[str]) -> None:
+        if category:
+            self.item_categories[item] = tuple(category)
+            self.categories.set(number, category)
+
+    # -- the background refresh ------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            try:
+                self.refresh()
+            except Exception as err:  # Redis down: the views stay as they are, and say so
+                log.warning("refreshing the model view from Redis failed (%s); retrying", type(err).__name__)
+
+    def refresh(self) -> None:
+        """Fetch what blends asked for and renew what is older than ``refresh_s``."""
+        with self.lock:
+            items, cats, segs = self._wanted
+            self._wanted = (set(), set(), set())
+            now = time.monotonic()
+            stale = [self.index.ids[i] for i, at in self._fetched.items() if now - at >= self.refresh_s]
+            names = sorted(items | set(stale))[: self.max_items]
+            cats |= {n for k, n in self._heads if k == "category"}
+            segs |= {n for k, n in self._heads if k == "segment"}
+        depth = 2 * self.config.k
+        keys = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.get(keys.nbrs(name))
+        heads = [("trending", "", keys.trending)]
+        heads += [("category", c, keys.category_trending(c)) for c in sorted(cats)]
+        heads += [("segment", s, keys.segment_trending(s)) for s in sorted(segs)]
+        for _, _, key in heads:
+            pipe.zrevrange(key, 0, depth - 1, withscores=True)
+        replies = pipe.execute()
+        with self.lock:
+            fetched = time.monotonic()
+            for name, raw in zip(names, replies):
+                i = self._number(name)
+                self._fetched[i] = fetched
+                if raw is None:
+                    self.pool.put(i, _NO_NUMBERS, _NO_SCORES)
+                    continue
+                doc = orjson.loads(raw)
+                self._categorise(name, i, doc["c"])
+                nums = np.fromiter((self._number(j) for j, _, _ in doc["n"]), dtype=np.int64, count=len(doc["n"]))
+                for (j, _, jc), jn in zip(doc["n"], nums.tolist()):
+                    self._categorise(j, jn, jc)
+                self.pool.put(i, nums, np.array([s for _, s, _ in doc["n"]], dtype=np.float64))
+            for (kind, name, _), members in zip(heads, replies[len(names):]):
+                nums = np.fromiter((self._number(m.decode()) for m, _ in members), dtype=np.int64, count=len(members))
+                self._heads[(kind, name)] = (nums, np.array([s for _, s in members], dtype=np.float64))
+
+
+_NO_NUMBERS = np.zeros(0, dtype=np.int64)
+_NO_SCORES = np.zeros(0)
