@@ -1,9 +1,10 @@
 """Live runs: the Pulse dataflow on a Kafka topic, plus the tools around it.
 
-* :func:`run_live` consumes a topic with Bytewax's ``KafkaSource`` and runs exactly the
-  dataflow of a replay (:func:`pulse.flows.pipeline.build_flow`); dead letters go to a
-  Kafka DLQ topic (original payload as the value, the reason in headers) or are counted.
-  It runs until stopped (SIGINT/SIGTERM end the input gracefully: windows close, the
+* :func:`run_live` consumes a topic (:class:`LiveKafkaSource`: one consumer per
+  partition) and runs exactly the dataflow of a replay
+  (:func:`pulse.flows.pipeline.build_flow`); dead letters go to a Kafka DLQ topic
+  (original payload as the value, the reason in headers) or are counted. It runs
+  until stopped (SIGINT/SIGTERM end the input gracefully: windows close, the
   engine flushes, Redis gets the last writes), or, for tests and benchmarks, after
   ``max_events`` records or ``idle_exit_s`` seconds without a new record.
 * :func:`produce` pushes a recorded log into a topic, keyed by user, optionally paced.
@@ -12,7 +13,7 @@
 Before anything starts, the broker must answer and the topic must exist; otherwise a
 :class:`LiveError` says what is wrong, where, and how to fix it (the CLI exits with 2).
 
-Offsets: ``KafkaSource`` assigns partitions itself and resumes from recovery snapshots
+Offsets: the source assigns partitions itself and resumes from recovery snapshots
 (``recovery_dir``), never from committed offsets. The source still commits its position
 to the consumer group ``group_id`` every 0.25 s, for monitoring only: the usual
 tools (``kafka-consumer-groups.sh --describe --group pulse``) then show the lag.
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
 import orjson
-from bytewax.connectors.kafka import KafkaSource
+from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -148,38 +149,62 @@ class StopControl:
 
 # -- source -----------------------------------------------------------------------------
 class _LivePartition(StatefulSourcePartition[Raw, tuple]):
-    """Bytewax's Kafka partition, plus: the stop conditions, and a monitoring-only
-    commit of the position to the consumer group every 0.25 s.
+    """One Kafka partition, read by a consumer of its own that is assigned just that
+    partition (no group membership, no rebalancing: Bytewax decides which worker reads
+    it), starting at the resume offset or at the beginning of the partition.
 
     It emits the dataflow's :class:`Raw` records directly (source ``topic/partition``,
     the offset, the value) with ``seq``: 0, 1, 2, ... over the records this source
     emitted from the partition (offsets can have gaps: transactions, compaction). The
     engine applies each partition's updates in ``seq`` order, so its input does not
-    depend on how Bytewax batched and grouped them (see pulse.operators.order)."""
+    depend on how Bytewax batched and grouped them (see pulse.operators.order).
 
-    def __init__(self, inner: Any, name: str, control: StopControl, count: int = 0, commit_every_s: float = 0.25) -> None:
-        self.inner = inner
-        self.count = count  # records emitted from this partition (the next seq)
+    It ends on :class:`StopControl`'s word, never at the end of the partition. Its
+    resume state is ``(next offset, records emitted)``; the next offset is also
+    committed to the consumer group every 0.25 s, for monitoring only, and the lag
+    left behind is noted in ``control.lag_at_exit`` when it ends."""
+
+    def __init__(
+        self,
+        config: dict,
+        step_id: str,
+        name: str,
+        topic: str,
+        partition: int,
+        control: StopControl,
+        batch_size: int,
+        offset: int = OFFSET_BEGINNING,
+        count: int = 0,
+        commit_every_s: float = 0.25,
+    ) -> None:
         self.name = name
-        self.source = f"{inner._topic}/{inner._part_idx}"  # Raw.source of its records
+        self.topic = topic
+        self.partition = partition
+        self.source = f"{topic}/{partition}"  # Raw.source of its records
         self.control = control
+        self.batch_size = batch_size
+        self.offset = offset  # the next offset to read; OFFSET_BEGINNING until a record was read
+        self.count = count  # records emitted from this partition (the next seq)
         self.commit_every_s = commit_every_s
+        self._lag = BYTEWAX_CONSUMER_LAG_GAUGE.labels(step_id=step_id, topic=topic, partition=partition)
         self._committed = -1
         self._commit_at = time.monotonic() + commit_every_s
         self._ended = False
+        self.consumer = Consumer({**config, "stats_cb": self._stats})
+        self.consumer.assign([TopicPartition(topic, partition, offset)])
 
     def next_batch(self) -> List[Raw]:
         if self._ended or self.control.done():
             self._end()
             raise StopIteration
-        before = self.inner._offset
         msgs = self._fetch()
         if msgs:
             keep = self.control.take(len(msgs))
             if keep < len(msgs):
                 msgs = msgs[:keep]
+            if msgs:
                 # Resume (and commit) right after the last record emitted, not the last fetched.
-                self.inner._offset = msgs[-1].offset() + 1 if msgs else before
+                self.offset = msgs[-1].offset() + 1
         seq = self.count
         source = self.source
         batch = [Raw(source, m.offset(), m.value() or b"", n) for n, m in enumerate(msgs, seq)]
@@ -191,34 +216,44 @@ class _LivePartition(StatefulSourcePartition[Raw, tuple]):
         return batch
 
     def _fetch(self) -> list:
-        """Bytewax's ``next_batch`` without its 1 ms wait: ``consume(n, 0.001)`` blocks
-        the worker for the whole millisecond whenever fewer than ``n`` messages are
-        queued (always, at a steady rate), once per partition per round. Here the
-        consumer is asked without waiting; Bytewax itself pauses 1 ms after an empty
-        batch, and meanwhile the worker runs the rest of the dataflow."""
-        inner = self.inner
-        if inner._eof:
-            raise StopIteration
-        batch = []
-        last = None
-        for msg in inner._consumer.consume(inner._batch_size, 0):
+        """The records queued for this partition, up to ``batch_size``, without waiting.
+
+        Bytewax's own Kafka source waits 1 ms (``consume(n, 0.001)``), which blocks the
+        worker for the whole millisecond whenever fewer than ``n`` records are queued
+        (always, at a steady rate), once per partition per round. Bytewax pauses 1 ms
+        after an empty batch anyway, and meanwhile the worker runs the rest of the
+        dataflow. An error on the partition stops the flow: resuming past it would
+        silently skip records."""
+        try:
+            msgs = self.consumer.consume(self.batch_size, 0)
+        except KafkaException as err:
+            raise RuntimeError(f"consuming Kafka topic {self.topic!r} partition {self.partition} failed: {err}") from err
+        for msg in msgs:
             err = msg.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    inner._eof = True
-                    break
-                raise RuntimeError(f"error consuming from Kafka topic {inner._topic!r} partition {inner._part_idx}: {err}")
-            batch.append(msg)
-            last = msg.offset()
-        if last is not None:
-            inner._offset = last + 1
-        return batch
+                raise RuntimeError(
+                    f"error consuming from Kafka topic {self.topic!r} partition {self.partition} "
+                    f"after offset {self.offset}: {err}"
+                )
+        return msgs
+
+    def _stats(self, json_stats: str) -> None:
+        """librdkafka's statistics (``statistics.interval.ms``): the partition's lag for
+        the ``bytewax_kafka_consumer_lag`` gauge on ``/metrics``, as Bytewax's source
+        reports it. Runs inside ``consume``: it must never raise."""
+        if self.offset < 0:
+            return  # nothing read yet: no position to measure from
+        try:
+            part = orjson.loads(json_stats)["topics"][self.topic]["partitions"][str(self.partition)]
+            self._lag.set(max(0, part["ls_offset"] - self.offset))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            pass
 
     def _commit(self) -> None:
-        offset = self.inner._offset
+        offset = self.offset
         if offset >= 0 and offset != self._committed:
             try:
-                self.inner._consumer.commit(offsets=[TopicPartition(self.inner._topic, self.inner._part_idx, offset)], asynchronous=True)
+                self.consumer.commit(offsets=[TopicPartition(self.topic, self.partition, offset)], asynchronous=True)
                 self._committed = offset
             except KafkaException as err:  # monitoring only: never stop the flow for it
                 log.debug("commit of %s@%d failed: %s", self.name, offset, err)
@@ -227,39 +262,62 @@ class _LivePartition(StatefulSourcePartition[Raw, tuple]):
         if self._ended:
             return
         self._ended = True
-        inner = self.inner
         try:
             self._commit()
-            _low, high = inner._consumer.get_watermark_offsets(TopicPartition(inner._topic, inner._part_idx), timeout=2, cached=False)
-            self.control.lag_at_exit[self.name] = max(0, high - max(inner._offset, 0))
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), timeout=2, cached=False)
+            self.control.lag_at_exit[self.name] = max(0, high - (self.offset if self.offset >= 0 else low))
         except KafkaException:
             pass
 
     def snapshot(self) -> tuple:
-        return (self.inner.snapshot(), self.count)
+        return (self.offset, self.count)
 
     def close(self) -> None:
         self._end()
-        self.inner.close()
+        self.consumer.close()
 
 
 class LiveKafkaSource(FixedPartitionedSource[Raw, tuple]):
-    """A ``KafkaSource`` whose partitions end on :class:`StopControl`'s word and emit
-    :class:`Raw` records."""
+    """Every partition of ``topic`` as a :class:`_LivePartition`, with one consumer
+    each. ``partitions`` is counted up front by :func:`check_topics`, with a timeout:
+    listing them here would wait forever for an unreachable broker.
 
-    def __init__(self, inner: KafkaSource, parts: List[str], control: StopControl) -> None:
-        self.inner = inner
-        self.parts = parts
+    The consumer group ``group_id`` only receives the committed positions (monitoring);
+    nothing is ever read back from it."""
+
+    def __init__(
+        self,
+        brokers: str | Sequence[str],
+        topic: str,
+        partitions: int,
+        control: StopControl,
+        group_id: str = "pulse",
+        batch_size: int = 100,
+    ) -> None:
+        self.topic = topic
+        # Part names as Bytewax's KafkaSource spells them, so recovery stores written
+        # before keep resuming.
+        self.parts = {f"{p}-{topic}": p for p in range(partitions)}
         self.control = control
+        self.batch_size = batch_size
+        self.config = {
+            "bootstrap.servers": _bootstrap(brokers),
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,  # a live run ends on StopControl's word, not at the end of the topic
+            "statistics.interval.ms": 1000,  # the lag gauge, see _LivePartition._stats
+            "error_cb": _error_cb,
+            "logger": _rdkafka_log,
+        }
 
     def list_parts(self) -> List[str]:
-        # Listed up front by check_topics (with a timeout): KafkaSource's own listing
-        # waits forever for an unreachable broker.
-        return self.parts
+        return list(self.parts)
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[tuple]) -> _LivePartition:
-        offset, count = resume_state if resume_state is not None else (None, 0)
-        return _LivePartition(self.inner.build_part(step_id, for_part, offset), for_part, self.control, count)
+        offset, count = resume_state if resume_state is not None else (OFFSET_BEGINNING, 0)
+        return _LivePartition(
+            self.config, step_id, for_part, self.topic, self.parts[for_part], self.control, self.batch_size, offset, count
+        )
 
 
 # -- dead letters to Kafka ----------------------------------------------------------------
@@ -367,10 +425,21 @@ def live_format(name: str) -> Format:
     return {"native": Format.native, "movielens": Format.movielens, "taobao": Format.taobao}[name]()
 
 
-def _init_recovery(recovery_dir: str, partitions: int = 1, create: bool = True) -> Any:
+def _init_recovery(recovery_dir: str, partitions: int, process_id: int) -> Any:
+    """The recovery store of this process. Process 0 creates it in an empty directory,
+    or checks the one it finds against the cluster's workers. The other processes use
+    what their directory holds, which may be nothing: Bytewax only needs the cluster as
+    a whole to hold every partition once (in Kubernetes all of them live on pod 0's
+    volume, see docker/k8s/40-statefulset.yaml)."""
+    from bytewax.recovery import RecoveryConfig
+
     from pulse.flows.replay import prepare_recovery
 
-    return prepare_recovery(Path(recovery_dir), partitions, create=create)
+    path = Path(recovery_dir)
+    if process_id == 0:
+        return prepare_recovery(path, partitions)
+    path.mkdir(parents=True, exist_ok=True)
+    return RecoveryConfig(path)
 
 
 def run_live(
@@ -432,15 +501,7 @@ def run_live(
         dlq_sink = KafkaDlqSink(bootstrap, dlq_topic, count_dead, sync=recovery_dir is not None)
     else:
         dlq_sink = JsonlSink(None, lambda d: b"", count_dead)
-    kafka = KafkaSource(
-        [bootstrap],
-        [topic],
-        tail=True,
-        starting_offset=OFFSET_BEGINNING,
-        batch_size=batch_size,
-        add_config={"group.id": group_id, "error_cb": _error_cb, "logger": _rdkafka_log},
-    )
-    source = LiveKafkaSource(kafka, [f"{p}-{topic}" for p in range(parts[topic])], control)
+    source = LiveKafkaSource(bootstrap, topic, parts[topic], control, group_id, batch_size)
     sources = [f"{topic}/{p}" for p in range(parts[topic])]  # Raw.source of each partition (_LivePartition)
     flow = build_flow(
         "pulse_live",
@@ -453,7 +514,7 @@ def run_live(
         flush_interval_s=settings.flush_interval_s,
     )
     total_workers = workers * max(1, len(addresses or ()))
-    recovery = _init_recovery(recovery_dir, total_workers, create=process_id == 0) if recovery_dir else None
+    recovery = _init_recovery(recovery_dir, total_workers, process_id) if recovery_dir else None
     # What is alive now (modules, models, the flow) lives as long as the run: keep it
     # out of the collector's full passes, which otherwise walk it every time.
     gc.collect()

@@ -254,3 +254,44 @@ def test_a_missing_topic_is_a_clear_error(kafka_broker, redis_url):
         assert out.returncode == 2, out.stderr
         assert f"topic 'no-such-topic' does not exist on {kafka_broker.bootstrap}" in " ".join(out.stderr.split())
         assert "error" in last_json(out)
+
+
+def test_a_two_process_cluster_resumes_from_process_0s_recovery_store(kafka_broker, redis_server, tmp_path):
+    """The Kubernetes layout (docker/k8s/40-statefulset.yaml): each process has its own
+    recovery directory, process 0's holds every partition, process 1's stays empty. A
+    second run of the cluster resumes: it reads only what was produced since."""
+    lines, _ = generate(users=100, items=100, events=2000, seed=3, days=1)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_log(str(first), lines[:1200])
+    write_log(str(second), lines[1200:])
+    topic = kafka_broker.create_topic(unique("cluster"), partitions=3)
+    url = redis_server.url(43)
+    redis.Redis.from_url(url).flushdb()
+    dirs = [tmp_path / "pod-0", tmp_path / "pod-1"]
+
+    def cluster() -> list[dict]:
+        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in dirs)
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "pulse", "run", "--brokers", kafka_broker.bootstrap, "--topic", topic,
+                              "--redis", url, "--recovery", str(d), "--idle-exit", "5",
+                              "--process-id", str(i), "--addresses", addresses],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i, d in enumerate(dirs)
+        ]
+        try:
+            outs = [p.communicate(timeout=120) for p in procs]
+        finally:
+            for p in procs:  # a process that failed leaves its peer waiting for it
+                if p.poll() is None:
+                    p.kill()
+        for p, (_out, err) in zip(procs, outs):
+            assert p.returncode == 0, err
+        return [orjson.loads(out.strip().splitlines()[-1]) for out, _err in outs]
+
+    assert produce(first, "native", kafka_broker.bootstrap, topic)["failed"] == 0
+    assert sum(s["events_in"] for s in cluster()) == 1200
+    assert len(list(dirs[0].glob("part-*.sqlite3"))) == 2 and not list(dirs[1].glob("part-*"))
+    assert produce(second, "native", kafka_broker.bootstrap, topic)["failed"] == 0
+    again = cluster()
+    assert sum(s["events_in"] for s in again) == 800
+    assert all(s["lag_at_exit"] == 0 for s in again)
