@@ -103,3 +103,84 @@ def dump_redis(url: str) -> dict:
             value = kind
         out[key.decode()] = (kind, value)
     return out
+
+
+class RedisClusterNodes:
+    """A real Redis Cluster of ``size`` primaries (no replicas) on loopback, each node in
+    its own directory (a node keeps its cluster state in ``nodes.conf`` there)."""
+
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        self.binary = shutil.which("redis-server")
+        self.cli = shutil.which("redis-cli")
+        if self.binary is None or self.cli is None:
+            raise RuntimeError("redis-server and redis-cli are needed: `apt-get install redis-server`")
+        self.workdir = workdir
+        self.ports = [free_port() for _ in range(size)]
+        # A node's cluster bus listens on port + 10000 unless told otherwise: free ports
+        # above 55535 would put it past 65535.
+        self.bus_ports = [free_port() for _ in range(size)]
+        self.procs: list[subprocess.Popen] = []
+
+    def url(self, node: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.ports[node]}/0"
+
+    def start(self) -> None:
+        for port, bus_port in zip(self.ports, self.bus_ports):
+            node_dir = self.workdir / str(port)
+            node_dir.mkdir()
+            self.procs.append(subprocess.Popen(
+                [self.binary, "--port", str(port), "--cluster-port", str(bus_port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no", "--dir", str(node_dir)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+        for port in self.ports:
+            self._wait(lambda c: c.ping(), port)
+        subprocess.run(
+            [self.cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas", "0",
+             "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )  # fmt: skip
+        for port in self.ports:
+            self._wait(lambda c: c.execute_command("CLUSTER INFO").get("cluster_state") == "ok", port)
+
+    def _wait(self, ready, port: int) -> None:
+        client = redis.Redis(port=port, socket_connect_timeout=0.5, decode_responses=True)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if ready(client):
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis Cluster node on port {port} is not ready")
+            time.sleep(0.05)
+
+    def flushall(self) -> None:
+        for port in self.ports:
+            redis.Redis(port=port).flushall()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(10)
+        self.procs = []
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A 3-node Redis Cluster for the session."""
+    cluster = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster) -> str:
+    """The URL of one node of the session's (emptied) Redis Cluster."""
+    redis_cluster.flushall()
+    return redis_cluster.url(0)
