@@ -27,10 +27,12 @@ failure, and :meth:`RedisStore.add` blocks once ``max_pending`` keys are waiting
 any newer ones, so nothing is lost and nothing older overwrites something newer.
 
 Commands are encoded to the wire protocol here (:func:`encode_commands`) rather than by
-redis-py's pipeline: for a flush of 1,000 ``SET ... EX`` of 600-byte JSON, 50 sorted sets
-of 100 members and 10 ``HSET`` of 10 fields, the client spends 4.9 µs of CPU per command
-encoding it here against 11.5 µs through redis-py 8.1's pipeline with hiredis (2.3x;
-``benchmarks/redis_encoding.py``). The dataflow's thread pays that CPU.
+redis-py's pipeline, because that is clearly cheaper for the dataflow's thread, which
+pays for it: for a flush of 1,000 ``SET ... EX`` of 600-byte JSON, 50 sorted sets of 100
+members replaced in transactions and 10 ``HSET`` of 10 fields (1,210 commands), the
+client spent 3.6-4.1 µs of CPU per command here against 8.9-10.8 µs through redis-py
+8.1's pipeline with hiredis: 2.5-2.6x in six runs on a 2-core machine, 1.2-2.1x in wall
+time, which adds the server's work (``benchmarks/redis_encoding.py``).
 
 :class:`RedisSink` writes a Bytewax stream of keyed :data:`Write` values through one
 store per worker: each worker owns some of the sink's :data:`PARTITIONS` partitions and
