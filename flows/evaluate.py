@@ -203,7 +203,7 @@ def evaluate(
             seen = rec_state.seen.ids
             repeat = item in seen
             t0, c0 = clock(), cpu()
-            recs = recommender.recommend(rec_state, ev.ts, view, blend_repeat if repeat else blend)
+            _, recs = recommender.recommend(rec_state, user, ev.ts, view, blend_repeat if repeat else blend)
             lists = {"pulse": [r.item_id for r in recs]}
             pulse_seconds += clock() - t0
             pulse_cpu += cpu() - c0
@@ -219,12 +219,13 @@ def evaluate(
         if learned.duplicate:
             duplicates += 1
         else:
-            doc = st.profile_doc(ev.ts) if learned.closed or st.profile_due(ev.ts) else None
-            _, up = engine.learn_one(ModelUpdate(user, ev, learned.weight, doc, learned.closed))
             rec_state = recs_states.get(user)
             if rec_state is None:
                 rec_state = recs_states[user] = UserRecs(engine_config.max_seen)
-            recommender.learn_one(rec_state, up, view)
+            if st.profile_due(ev.ts):
+                rec_state.categories = list(st.profile_doc(ev.ts)["categories"].items())[:3]
+            recommender.learn_one(rec_state, ev, learned.weight, view)
+            engine.learn_one(ModelUpdate(user, ev, learned.weight, learned.closed))
         pulse_seconds += clock() - t0
         pulse_cpu += cpu() - c0
         if on_progress is not None and n % 2000 == 0:

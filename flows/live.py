@@ -490,7 +490,7 @@ def run_live(
     else:
         control.max_events = control.max_events if max_events is None else max_events
         control.idle_exit_s = control.idle_exit_s if idle_exit_s is None else idle_exit_s
-    handles = RunHandles()
+    handles = RunHandles(cluster=len(addresses or ()) > 1)
     counters: Counters = handles.counters
 
     def count_dead(d: DeadLetter) -> None:
@@ -534,6 +534,7 @@ def run_live(
     try:
         run_flow(flow, workers, recovery, epoch_interval_s, addresses, process_id)
     finally:
+        handles.close()
         for sig, handler in restore.items():
             signal.signal(sig, handler)
     seconds = time.perf_counter() - started

@@ -136,7 +136,7 @@ def replay(
     path = Path(path)
     fmt = make_format(fmt_name, path)
     source = RecordedLogSource(path, fmt, batch_size=batch_size)
-    handles = RunHandles()
+    handles = RunHandles(cluster=len(addresses or ()) > 1)
     counters = handles.counters
 
     def count_dead(d) -> None:
@@ -168,6 +168,7 @@ def replay(
     try:
         run_flow(flow, workers, recovery, snapshot_s, addresses, process_id)
     finally:
+        handles.close()
         done.set()
     seconds = time.perf_counter() - started
     if on_progress is not None:

@@ -3,14 +3,14 @@
 A Pulse dataflow is these steps, top to bottom (see :mod:`pulse.flows.pipeline`):
 
 1. :func:`parse_records` — raw records → events | dead letters (per batch);
-2. :func:`track_users` — per user: dedup, event-time windows, decayed profile →
-   updates for the models | dead letters (duplicates) | late events;
+2. :func:`track_users` — per user: dedup, event-time windows, decayed profile, the
+   user's list blended from a view of the models → updates for the models | dead
+   letters (duplicates) | late events; the user's documents go to ``write``;
 3. :func:`learn_models` — the model step: trending, co-visitation, River segments and
-   anomalies, applied in canonical order → global Redis writes | per-user updates;
-4. :func:`recommend` — per user: exclusions, debounce, the blend of the user's list
-   from a view of the models, the user's documents → Redis writes.
+   anomalies, applied in canonical order → Redis writes (verdicts, global keys).
 
-The steps hold no I/O: sources and sinks are attached by the flow.
+The steps hold no I/O of their own: sources, sinks, the view and the user step's
+``write`` (the worker's own Redis connection) are given by the flow.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 import bytewax.operators as op
+import orjson
 from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream
 from bytewax.operators import StatefulBatchLogic
@@ -30,9 +31,9 @@ from bytewax.operators import StatefulBatchLogic
 from pulse.operators.events import DeadLetter, Event, PartitionEnd, Raw
 from pulse.operators.formats import Format
 from pulse.operators.order import SequencedMerge
-from pulse.state.engine import Engine, EngineConfig, ModelUpdate, RecsUpdate
+from pulse.state.engine import Engine, EngineConfig, ModelUpdate
 from pulse.state.recs import Recommender, UserRecs
-from pulse.state.store import Write
+from pulse.state.store import Put, Write
 from pulse.state.user import UserConfig, UserState
 
 #: the model step's one key
@@ -121,14 +122,39 @@ def parse_records(step_id: str, up: Stream[Raw], fmt: Format) -> Tuple[Stream[Ev
 UserOut = Union[ModelUpdate, DeadLetter, Late]
 
 
-class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
-    def __init__(self, state: UserState, options: StepOptions) -> None:
+@dataclass
+class UserOutputs:
+    """What the user step needs beyond its state: the recommender, the view of the
+    models it blends from (called when needed: see :mod:`pulse.state.view`), and where
+    the user's documents go (``write``, and ``flush`` before an epoch's snapshot
+    counts)."""
+
+    recommender: Recommender
+    view: Callable[[], object]
+    write: Callable[[list], None]
+    flush: Callable[[], None]
+
+
+class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
+    def __init__(self, state: UserState, recs: UserRecs, options: StepOptions, outputs: UserOutputs) -> None:
         self.state = state
+        self.recs = recs
         self.options = options
+        self.outputs = outputs
+        self._recs_deadline: Optional[datetime] = None  # live runs: when a held-back list is due
+
+    def _profile(self, doc: dict) -> Put:
+        st = self.state
+        self.recs.categories = list(doc["categories"].items())[:3]
+        keys = self.options.engine.keys
+        return Put(keys.profile(st.user_id), orjson.dumps({"user_id": st.user_id, **doc}), self.options.engine.user_ttl_s)
 
     def on_batch(self, values: List[Event]) -> Tuple[Iterable[UserOut], bool]:
         out: list[UserOut] = []
-        st = self.state
+        writes: list[Write] = []
+        st, recs = self.state, self.recs
+        learn_recs = self.outputs.recommender.learn_one
+        view = None
         for ev in values:
             learned = st.learn_one(ev)
             if learned.duplicate:
@@ -137,18 +163,27 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
                 continue
             if learned.late:
                 out.append(Late(ev))
-            # (a document whenever windows closed: the verdicts they bring are written with it)
-            doc = st.profile_doc(ev.ts) if learned.closed or st.profile_due(ev.ts) else None
-            out.append(ModelUpdate(ev.user_id, ev, learned.weight, doc, learned.closed))
+            if st.profile_due(ev.ts):
+                writes.append(self._profile(st.profile_doc(ev.ts)))
+            if view is None:
+                view = self.outputs.view()
+            writes.extend(learn_recs(recs, ev, learned.weight, view))
+            out.append(ModelUpdate(ev.user_id, ev, learned.weight, learned.closed))
+        if writes:
+            self.outputs.write(writes)
         return out, self.RETAIN
 
     def _final(self) -> list[UserOut]:
         st = self.state
-        closed = st.windows.close_all()
-        doc = st.profile_doc(st.profile.last_seen or 0) if st.profile_dirty or closed else None
-        if st.user_id is None or doc is None:
+        if st.user_id is None:
             return []
-        return [ModelUpdate(st.user_id, None, 0.0, doc, closed)]
+        closed = st.windows.close_all()
+        writes = self.outputs.recommender.pending(self.recs, st.user_id, self.outputs.view())
+        if st.profile_dirty:
+            writes.append(self._profile(st.profile_doc(st.profile.last_seen or 0)))
+        if writes:
+            self.outputs.write(writes)
+        return [ModelUpdate(st.user_id, None, 0.0, closed)] if closed else []
 
     def on_eof(self) -> Tuple[Iterable[UserOut], bool]:
         return self._final(), self.RETAIN
@@ -156,22 +191,37 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
     def notify_at(self) -> Optional[datetime]:
         if self.options.live_idle_s is None:
             return None
+        if self.recs.recs_due is not None:
+            if self._recs_deadline is None:
+                self._recs_deadline = _utcnow() + timedelta(seconds=self.options.engine.recs_interval_s)
+            return self._recs_deadline
         return _idle_deadline(self.options.live_idle_s)
 
     def on_notify(self) -> Tuple[Iterable[UserOut], bool]:
-        # Idle in a live run: close the windows, send the last profile, free the state.
+        if self.recs.recs_due is not None:
+            # Live runs: a list held back by the debounce is due by the wall clock too.
+            self._recs_deadline = None
+            self.outputs.write(self.outputs.recommender.pending(self.recs, self.state.user_id, self.outputs.view()))
+            return [], self.RETAIN
+        # Idle in a live run: close the windows, write the last profile, free the state.
         return self._final(), self.DISCARD
 
-    def snapshot(self) -> Optional[UserState]:
-        return copy.deepcopy(self.state) if self.options.snapshots else None
+    def snapshot(self) -> Optional[tuple]:
+        # Everything this worker wrote in the epoch must be in Redis before the snapshot
+        # counts: a resume replays only what came after.
+        self.outputs.flush()
+        return copy.deepcopy((self.state, self.recs)) if self.options.snapshots else None
 
 
-def track_users(step_id: str, events: Stream[Event], options: StepOptions) -> Stream[UserOut]:
-    """Key events by user and keep each user's dedup ring, windows and profile."""
+def track_users(step_id: str, events: Stream[Event], options: StepOptions, outputs: UserOutputs) -> Stream[UserOut]:
+    """Key events by user; keep each user's dedup ring, windows, profile and list state;
+    write the user's profile and list (``outputs``)."""
     keyed = op.key_on(f"{step_id}_key", events, lambda ev: ev.user_id)
+    max_seen = options.engine.max_seen
 
-    def build(resume: Optional[UserState]) -> _UserLogic:
-        return _UserLogic(resume if resume is not None else UserState(options.user), options)
+    def build(resume: Optional[tuple]) -> _UserLogic:
+        state, recs = resume if resume is not None else (UserState(options.user), UserRecs(max_seen))
+        return _UserLogic(state, recs, options, outputs)
 
     out = op.stateful_batch(f"{step_id}_state", keyed, build)
     return op.key_rm(f"{step_id}_unkey", out)
@@ -179,7 +229,6 @@ def track_users(step_id: str, events: Stream[Event], options: StepOptions) -> St
 
 # -- 3. the models ---------------------------------------------------------------------
 ModelIn = Union[ModelUpdate, DeadLetter, PartitionEnd]
-ModelOut = Union[Write, RecsUpdate]
 
 
 def _update_ts(up: ModelUpdate) -> int:
@@ -194,7 +243,7 @@ def _update_user(up: ModelUpdate) -> str:
     return up.user_id
 
 
-class _ModelLogic(StatefulBatchLogic[ModelIn, ModelOut, tuple]):
+class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
     def __init__(self, resume: Optional[tuple], options: StepOptions, on_engine: Optional[Callable[[Engine], None]]) -> None:
         if resume is not None:
             self.engine, self.merge = resume
@@ -210,17 +259,15 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, ModelOut, tuple]):
         if on_engine is not None:
             on_engine(self.engine)
 
-    def _learn(self, updates: Iterable[ModelUpdate]) -> list[ModelOut]:
-        out: list[ModelOut] = []
+    def _learn(self, updates: Iterable[ModelUpdate]) -> list[Write]:
+        out: list[Write] = []
         learn = self.engine.learn_one
         with self.engine.lock:
             for up in updates:
-                writes, recs = learn(up)
-                out.extend(writes)
-                out.append(recs)
+                out.extend(learn(up))
         return out
 
-    def on_batch(self, values: List[ModelIn]) -> Tuple[Iterable[ModelOut], bool]:
+    def on_batch(self, values: List[ModelIn]) -> Tuple[Iterable[Write], bool]:
         merge = self.merge
         if merge is None:
             return self._learn(v for v in values if type(v) is ModelUpdate), self.RETAIN
@@ -229,7 +276,7 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, ModelOut, tuple]):
             ready.extend(merge.push(item))
         return self._learn(ready), self.RETAIN
 
-    def on_eof(self) -> Tuple[Iterable[ModelOut], bool]:
+    def on_eof(self) -> Tuple[Iterable[Write], bool]:
         out = self._learn(self.merge.drain()) if self.merge is not None else []
         with self.engine.lock:
             out.extend(self.engine.flush())
@@ -240,7 +287,7 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, ModelOut, tuple]):
             return None
         return _utcnow() + timedelta(seconds=max(self.options.engine.global_interval_s / 5, 0.05))
 
-    def on_notify(self) -> Tuple[Iterable[ModelOut], bool]:
+    def on_notify(self) -> Tuple[Iterable[Write], bool]:
         # Live runs: event time stands still when traffic pauses, so let the wall clock
         # write the global keys of what arrived since the last round.
         now_ms = int(_utcnow().timestamp() * 1000)
@@ -264,59 +311,13 @@ def learn_models(
     updates: Stream[ModelIn],
     options: StepOptions,
     on_engine: Optional[Callable[[Engine], None]] = None,
-) -> Stream[ModelOut]:
+) -> Stream[Write]:
     """Route every update to the model step and learn the global models from it; emits
-    the global Redis writes and one :class:`RecsUpdate` per update. Replays also route
-    dead letters and partition ends here, so the models see updates in canonical order."""
+    the users' verdicts and the global keys as Redis writes. Replays also route dead
+    letters and partition ends here, so the models see updates in canonical order."""
     keyed = op.key_on(f"{step_id}_key", updates, lambda _: MODELS_KEY)
 
     def build(resume: Optional[tuple]) -> _ModelLogic:
         return _ModelLogic(resume, options, on_engine)
 
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_models", keyed, build))
-
-
-# -- 4. per user: the list and the documents -----------------------------------------------
-class _RecsLogic(StatefulBatchLogic[RecsUpdate, Write, UserRecs]):
-    def __init__(self, state: UserRecs, recommender: Recommender, view, options: StepOptions) -> None:
-        self.state = state
-        self.recommender = recommender
-        self.view = view
-        self.options = options
-
-    def on_batch(self, values: List[RecsUpdate]) -> Tuple[Iterable[Write], bool]:
-        learn = self.recommender.learn_one
-        st, view = self.state, self.view()
-        out: list[Write] = []
-        for up in values:
-            out.extend(learn(st, up, view))
-        return out, self.RETAIN
-
-    def on_eof(self) -> Tuple[Iterable[Write], bool]:
-        return self.recommender.pending(self.state, self.view()), self.RETAIN
-
-    def notify_at(self) -> Optional[datetime]:
-        if self.options.live_idle_s is None or self.state.recs_due is None:
-            return None
-        return _utcnow() + timedelta(seconds=self.options.engine.recs_interval_s)
-
-    def on_notify(self) -> Tuple[Iterable[Write], bool]:
-        # Live runs: a refresh held back by the debounce is due by the wall clock too.
-        return self.recommender.pending(self.state, self.view()), self.RETAIN
-
-    def snapshot(self) -> Optional[UserRecs]:
-        return copy.deepcopy(self.state) if self.options.snapshots else None
-
-
-def recommend(step_id: str, updates: Stream[RecsUpdate], options: StepOptions, view: Callable[[], object]) -> Stream[Write]:
-    """Key the model step's per-user updates by user; keep each user's exclusions and
-    debounce, blend the user's list from ``view()`` (a :mod:`pulse.state.view`) and write
-    the user's documents."""
-    keyed = op.key_on(f"{step_id}_key", updates, lambda up: up.user_id)
-    recommender = Recommender(options.engine)
-    max_seen = options.engine.max_seen
-
-    def build(resume: Optional[UserRecs]) -> _RecsLogic:
-        return _RecsLogic(resume if resume is not None else UserRecs(max_seen), recommender, view, options)
-
-    return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_users", keyed, build))

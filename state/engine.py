@@ -1,8 +1,8 @@
 """The model step: the global models, learned from every accepted event.
 
 The engine is the dataflow's one shard of global state. It receives every accepted event
-(with the user step's profile document and closed windows), applies them in canonical
-order (see :mod:`pulse.operators.order`) and holds:
+(with the user's closed windows), applies them in canonical order (see
+:mod:`pulse.operators.order`) and holds:
 
 * :class:`~pulse.state.trending.Trending` popularity: global, per category, per segment;
 * :class:`~pulse.state.covisit.CoVisitation` item-to-item co-visitation;
@@ -12,10 +12,11 @@ order (see :mod:`pulse.operators.order`) and holds:
 * per user only what the models need: the recent distinct items (co-visitation pairs
   a new item with them), the segment and the anomaly verdict.
 
-For each update it returns the global writes due and a :class:`RecsUpdate` for the
-user-keyed recommendation step (:mod:`pulse.state.recs`), which blends the user's list
-and writes the user's documents. Everything is a function of event time and of the
-events' order, never of the wall clock, so a replay learns the same models every time.
+For each update it returns the writes due: the user's verdicts
+(``pulse:user:{<id>}:segment``) when they change, and the global keys. The user step
+blends users' lists from a :mod:`~pulse.state.view` of these models. Everything is a
+function of event time and of the events' order, never of the wall clock, so a replay
+learns the same models whatever the shape of the cluster.
 
 Global keys (trending, similar items, meta) are written once per ``global_interval_s``
 of event time (and ``global_min_events`` events), the similar lists and category
@@ -26,13 +27,14 @@ Example:
 
 >>> from pulse.operators.events import Event
 >>> eng = Engine(EngineConfig())
->>> writes, up = eng.learn_one(ModelUpdate("u1", Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, None, ()))
+>>> writes = eng.learn_one(ModelUpdate("u1", Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ()))
 >>> sorted(w.key for w in writes)
 ['pulse:item:{a}:nbrs', 'pulse:item:{a}:similar', 'pulse:meta', 'pulse:segments', 'pulse:trending']
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,7 +43,7 @@ from typing import NamedTuple, Optional, Sequence
 import orjson
 
 from pulse.operators.events import Event
-from pulse.operators.recommend import BlendConfig, warm_up
+from pulse.operators.recommend import BlendConfig, Candidates, Scratch, blend_parts
 from pulse.operators.windows import WindowAgg
 from pulse.state.anomaly import AnomalyConfig, AnomalyDetector
 from pulse.state.covisit import CoVisitation, ItemIndex
@@ -53,36 +55,14 @@ from pulse.state.view import MAX_ITEM_CATEGORIES, ItemCategories
 
 
 class ModelUpdate(NamedTuple):
-    """What the user step sends the model step for one user.
-
-    ``event`` is None when only the profile or windows changed (end of input, idle
-    timer); ``profile`` is the profile document when it is due (always when windows
-    closed, so that a changed verdict is written with a document); ``windows`` are the
-    user's windows that closed."""
+    """What the user step sends the model step for one user: the accepted event (None
+    when only windows closed: end of input, idle timer), its weight, and the user's
+    windows that closed."""
 
     user_id: str
     event: Optional[Event]
     weight: float
-    profile: Optional[dict]
     windows: Sequence[WindowAgg]
-
-
-class RecsUpdate(NamedTuple):
-    """What the model step sends the recommendation step for one user: the event's item
-    and type (None without an event), the user's seed items (most recent first), the
-    profile document when one came, and the user's verdicts: segment, traits, anomaly;
-    ``flag_changed`` when the anomaly flag was just raised or cleared."""
-
-    user_id: str
-    item: Optional[str]
-    type: Optional[str]
-    ts: int
-    seeds: tuple[str, ...]
-    profile: Optional[dict]
-    segment: Optional[str]
-    traits: tuple[str, ...]
-    anomaly: dict
-    flag_changed: bool
 
 
 @dataclass(frozen=True)
@@ -131,6 +111,12 @@ class UserModelState:
 _NOT_FLAGGED = {"score": 0.0, "flagged": False}
 
 
+def recomm_id(user_id: str, ts: int, n: int) -> str:
+    """A fresh id for every list, yet the same on every replay."""
+    h = hashlib.blake2b(f"{user_id}\x00{ts}\x00{n}".encode(), digest_size=16).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def iso_ms(ms: int) -> str:
     """Epoch milliseconds as ISO-8601 UTC with milliseconds."""
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -153,13 +139,12 @@ class Engine:
         self.by_segment: dict[str, Trending] = {}
         self.covisit = CoVisitation(c.covisit_half_life_s, c.covisit_window, c.covisit_recency, c.covisit_neighbours,
                                     c.covisit_alpha, c.covisit_beta, index=self.index)
-        warm_up()
-        self.seed_factors = [c.recs_seed_recency**k for k in range(c.recs_seed_items)]
         self.segmenter = Segmenter(c.segments)
         self.detector = AnomalyDetector(c.anomaly)
         self.users: dict[str, UserModelState] = {}
         self.item_categories: dict[str, tuple[str, ...]] = {}
         self.categories = ItemCategories()  # by item number, for the blend's category cap
+        self._scratch = Scratch()  # work arrays of flagged users' lists
         #: held while the models change, and by blends that read them from other
         #: worker threads (the compiled kernels release the GIL)
         self.lock = threading.Lock()
@@ -180,11 +165,13 @@ class Engine:
         self._stream_last = (0, 0)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+        # (the lock and the blend's work arrays are not state)
+        return {k: v for k, v in self.__dict__.items() if k not in ("lock", "_scratch")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.lock = threading.Lock()
+        self._scratch = Scratch()
 
     @property
     def global_due(self) -> bool:
@@ -207,30 +194,57 @@ class Engine:
                 del self.users[next(iter(self.users))]
         return st
 
-    def learn_one(self, up: ModelUpdate) -> tuple[list[Write], RecsUpdate]:
-        """Fold in one update; returns the global writes it causes and what the
-        recommendation step needs to know of it."""
+    def learn_one(self, up: ModelUpdate) -> list[Write]:
+        """Fold in one update; returns the writes it causes."""
         writes: list[Write] = []
         st = self.user(up.user_id)
         ev = up.event
-        was_flagged = st.anomaly["flagged"]
-        for window in up.windows:
-            self._learn_window(up.user_id, st, window, writes)
+        if up.windows:
+            verdict = (st.segment, st.traits, st.anomaly)
+            for window in up.windows:
+                self._learn_window(up.user_id, st, window, writes)
+            if (st.segment, st.traits, st.anomaly) != verdict:
+                writes.append(self._verdict_write(up.user_id, st))
+                if st.anomaly["flagged"] and not verdict[2]["flagged"]:
+                    writes.append(self._flagged_list(up.user_id, st))
         if ev is not None:
             self.events += 1
             if ev.ts > self.clock:
                 self.clock = ev.ts
             self._learn_event(st, ev, up.weight)
-        clock = self.clock
         if self._global_at is None or self._gq_pos < len(self._gq) or (
             self.events - self._global_events >= self.config.global_min_events
         ):
-            writes.extend(self.tick(clock))
-        seeds = tuple(st.recent[-1 : -self.config.recs_seed_items - 1 : -1])
-        recs = RecsUpdate(up.user_id, ev.item_id if ev is not None else None, ev.type if ev is not None else None,
-                          ev.ts if ev is not None else 0, seeds, up.profile, st.segment, st.traits, st.anomaly,
-                          st.anomaly["flagged"] != was_flagged)
-        return writes, recs
+            writes.extend(self.tick(self.clock))
+        return writes
+
+    def verdict(self, user_id: str) -> tuple[Optional[str], bool]:
+        """The user's segment and whether the user is flagged (what a blend needs)."""
+        st = self.users.get(user_id)
+        return (None, False) if st is None else (st.segment, st.anomaly["flagged"])
+
+    def _flagged_list(self, user_id: str, st: UserModelState) -> Put:
+        """A newly flagged user's list, at once: trending only (what the user step's
+        blend gives a flagged user; it may not see the flag before the user's next
+        event, and a replay's last windows close after the user's last event)."""
+        c = Candidates()
+        nums, stored = self.trending.head_arrays(2 * self.config.blend.k)
+        if len(nums):
+            c.add("trending", "trending", nums, stored, self.trending.factor(self.clock))
+        recs = blend_parts(c, self.config.blend, self.index.ids, (), self.item_categories, self._scratch, None,
+                           (self.categories.matrix, self.categories.count))
+        doc = {
+            "user_id": user_id,
+            "recomm_id": recomm_id(user_id, self.clock, -1),
+            "generated_at": iso_ms(self.clock),
+            "segment": st.segment,
+            "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in recs],
+        }
+        return Put(self.keys.recs(user_id), orjson.dumps(doc), self.config.user_ttl_s)
+
+    def _verdict_write(self, user_id: str, st: UserModelState) -> Put:
+        doc = {"user_id": user_id, "segment": st.segment, "segment_traits": list(st.traits), "anomaly": st.anomaly}
+        return Put(self.keys.verdict(user_id), orjson.dumps(doc), self.config.user_ttl_s)
 
     def _learn_event(self, st: UserModelState, ev: Event, weight: float) -> None:
         item = ev.item_id

@@ -11,8 +11,9 @@ key                                    type         value
                                                     "segment", "items": [{"item_id", "score",
                                                     "reason"}]}``
 ``pulse:user:{<user_id>}:profile``     string/JSON  counts per type, last_seen, engagement,
-                                                    decayed affinities, segment, rule
-                                                    segments, anomaly
+                                                    decayed affinities, rule segments
+``pulse:user:{<user_id>}:segment``     string/JSON  ``{"user_id", "segment", "segment_traits",
+                                                    "anomaly"}``: the River models' verdicts
 ``pulse:item:{<item_id>}:similar``     string/JSON  ``[{"item_id", "score"}]`` co-visitation
 ``pulse:trending``                     sorted set   item -> decayed popularity
 ``pulse:trending:category:{<c>}``      sorted set   item -> decayed popularity in category c
@@ -36,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Bumped when a key or a value's layout changes in a way frontends would notice.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class KeySchema:
 
     def profile(self, user_id: str) -> str:
         return f"{self.prefix}:user:{{{user_id}}}:profile"
+
+    def verdict(self, user_id: str) -> str:
+        return f"{self.prefix}:user:{{{user_id}}}:segment"
 
     def similar(self, item_id: str) -> str:
         return f"{self.prefix}:item:{{{item_id}}}:similar"

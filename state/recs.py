@@ -1,21 +1,16 @@
-"""Per-user recommendation state and the documents a frontend reads about a user.
+"""Per-user recommendation state and the user's list.
 
-The recommendation step is keyed by user and runs on every worker. For each
-:class:`~pulse.state.engine.RecsUpdate` of the model step it keeps what the user's list
-depends on — the items the user must not get (purchased, or everything seen), the
-user's strongest categories, segment and anomaly flag — and writes:
+The user step (keyed by user, on every worker) keeps, beside the user's windows and
+profile, what the user's list depends on: the user's recent distinct items (the seeds of
+co-visitation candidates), the items the user must not get (purchased, or everything
+seen), and the user's strongest categories. It blends the list from a
+:mod:`~pulse.state.view` of the models (which also says the user's segment and anomaly
+flag) and writes ``pulse:user:{<id>}:recs`` at most once per ``recs_interval_s`` of
+event time: a refresh held back by this debounce is written at the user's next event, on
+a wall-clock timer in live runs, or at the end of the input.
 
-* ``pulse:user:{<id>}:recs``: the user's list, blended from a
-  :mod:`~pulse.state.view` of the models (:func:`~pulse.operators.recommend.blend_parts`),
-  at most once per ``recs_interval_s`` of event time (debounced: a refresh held back is
-  written at the user's next update, on a wall-clock timer in live runs, or at the end of
-  the input); at once when the anomaly flag is raised or cleared (flagged users get
-  non-personalized lists);
-* ``pulse:user:{<id>}:profile``: the user step's profile document with the segment,
-  its traits and the anomaly verdict.
-
-Values depend on event time only, so a replay in one process writes the same documents
-every time.
+Values depend on event time and the view only, so a replay in one process writes the
+same lists every time.
 
 Example:
 
@@ -23,24 +18,24 @@ Example:
 >>> from pulse.state.view import LocalView
 >>> from pulse.operators.events import Event
 >>> eng = Engine(EngineConfig(recs_interval_s=0))
->>> _, up = eng.learn_one(ModelUpdate("u1", Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, {"events": 1}, ()))
->>> recs = Recommender(eng.config)
->>> st = UserRecs()
->>> sorted(w.key for w in recs.learn_one(st, up, LocalView(eng)))
-['pulse:user:{u1}:profile', 'pulse:user:{u1}:recs']
+>>> ev = Event(user_id="u1", type="view", ts=1_000, item_id="a")
+>>> _ = eng.learn_one(ModelUpdate("u1", ev, 1.0, ()))
+>>> recs, st = Recommender(eng.config), UserRecs()
+>>> [w.key for w in recs.learn_one(st, ev, 1.0, LocalView(eng))]
+['pulse:user:{u1}:recs']
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Optional
 
 import numpy as np
 import orjson
 
+from pulse.operators.events import Event
 from pulse.operators.recommend import BlendConfig, Rec, blend_parts
-from pulse.state.engine import EngineConfig, RecsUpdate, iso_ms
-from pulse.state.store import Put, Write
+from pulse.state.engine import EngineConfig, iso_ms, recomm_id
+from pulse.state.store import Put
 
 
 class ItemSet:
@@ -117,106 +112,84 @@ _NO_NUMBERS = np.zeros(0, dtype=np.int64)
 
 
 class UserRecs:
-    """What the recommendation step remembers about one user."""
+    """What the user step remembers for the user's list."""
 
-    __slots__ = ("user_id", "seeds", "seen", "purchased", "categories", "segment", "flagged",
-                 "recs_at", "recs_due", "recs_n", "last_ts")
+    __slots__ = ("seeds", "seen", "purchased", "categories", "recs_at", "recs_due", "recs_n", "last_ts")
 
     def __init__(self, max_seen: int = 2_000) -> None:
-        self.user_id: Optional[str] = None
-        self.seeds: tuple[str, ...] = ()  # recent distinct items, newest first
+        self.seeds: list[str] = []  # recent distinct items, newest last
         self.seen = ItemSet(max_seen)
         self.purchased = ItemSet(max_seen)
         self.categories: list[tuple[str, float]] = []  # strongest first
-        self.segment: Optional[str] = None
-        self.flagged = False
         self.recs_at: Optional[int] = None
         self.recs_due: Optional[int] = None
         self.recs_n = 0
         self.last_ts = 0
 
 
-def recomm_id(user_id: str, ts: int, n: int) -> str:
-    """A fresh id for every list, yet the same on every replay."""
-    h = hashlib.blake2b(f"{user_id}\x00{ts}\x00{n}".encode(), digest_size=16).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 class Recommender:
-    """Turns :class:`~pulse.state.engine.RecsUpdate` values into a user's documents (see
-    the module docstring); ``write_recs=False`` (offline evaluation) keeps the state and
-    writes no lists."""
+    """Keeps :class:`UserRecs` and writes users' lists (see the module docstring);
+    ``write_recs=False`` (offline evaluation) keeps the state and writes nothing."""
 
     def __init__(self, config: EngineConfig, write_recs: bool = True) -> None:
         self.config = config
         self.keys = config.keys
         self.interval_ms = int(config.recs_interval_s * 1000)
+        self.seeds = config.recs_seed_items
         self.write_recs = write_recs
 
-    def learn_one(self, st: UserRecs, up: RecsUpdate, view) -> list[Write]:
-        """Fold in one update; returns the writes it causes."""
-        writes: list[Write] = []
-        st.user_id = up.user_id
-        st.seeds = up.seeds
-        st.segment = up.segment
-        st.flagged = up.anomaly["flagged"]
-        if up.profile is not None:
-            st.categories = list(up.profile.get("categories", {}).items())[:3]
-            writes.append(self.profile_write(up))
-        if self.write_recs and up.flag_changed and st.recs_at is not None:
-            # Flagged users fall back to non-personalized lists (and back again when
-            # cleared): replace the list they have now rather than at their next event.
-            writes.append(self.recs_write(st, max(st.last_ts, st.recs_at), view))
-        if up.item is None:
-            return writes
-        if up.ts > st.last_ts:
-            st.last_ts = up.ts
-        st.seen.add(up.item)
-        if up.type == "purchase":
-            st.purchased.add(up.item)
-        if self.write_recs:
-            if st.recs_at is None or up.ts - st.recs_at >= self.interval_ms:
-                writes.append(self.recs_write(st, up.ts, view))
-            elif st.recs_due is None:
-                st.recs_due = st.recs_at + self.interval_ms
-        return writes
+    def learn_one(self, st: UserRecs, ev: Event, weight: float, view) -> list[Put]:
+        """Fold in one accepted event; returns the list's write when one is due."""
+        item = ev.item_id
+        if item is not None:
+            if weight > 0:
+                seeds = st.seeds
+                if not seeds or seeds[-1] != item:
+                    if item in seeds:
+                        seeds.remove(item)  # distinct: a revisit moves it to the end
+                    seeds.append(item)
+                    if len(seeds) > self.seeds:
+                        del seeds[0]
+            st.seen.add(item)
+            if ev.type == "purchase":
+                st.purchased.add(item)
+        if ev.ts > st.last_ts:
+            st.last_ts = ev.ts
+        if not self.write_recs:
+            return []
+        if st.recs_at is None or ev.ts - st.recs_at >= self.interval_ms:
+            return [self.recs_write(st, ev.user_id, ev.ts, view)]
+        if st.recs_due is None:
+            st.recs_due = st.recs_at + self.interval_ms
+        return []
 
-    def pending(self, st: UserRecs, view) -> list[Write]:
+    def pending(self, st: UserRecs, user_id: str, view) -> list[Put]:
         """The refresh held back by the debounce, if any (end of input, live timer)."""
         if st.recs_due is None or not self.write_recs:
             return []
-        return [self.recs_write(st, max(st.last_ts, st.recs_at or 0), view)]
+        return [self.recs_write(st, user_id, max(st.last_ts, st.recs_at or 0), view)]
 
-    def recommend(self, st: UserRecs, now: int, view, blend: Optional[BlendConfig] = None) -> list[Rec]:
-        """The user's current list as of event time ``now``."""
+    def recommend(self, st: UserRecs, user_id: str, now: int, view, blend: Optional[BlendConfig] = None) -> tuple[Optional[str], list[Rec]]:
+        """The user's segment and current list as of event time ``now``."""
         blend = blend or self.config.blend
         exclude = st.seen if blend.exclude_seen else st.purchased
         with view.lock:
-            parts = view.parts(st.seeds, st.categories, st.segment, st.flagged, now, blend)
+            segment, flagged = view.verdict(user_id)
+            parts = view.parts(st.seeds[::-1], st.categories, segment, flagged, now, blend)
             cats = view.categories
-            return blend_parts(parts, blend, view.ids, (), view.item_categories, view.scratch, exclude.numbers(view.index),
-                               (cats.matrix, cats.count))
+            return segment, blend_parts(parts, blend, view.ids, (), view.item_categories, view.scratch,
+                                        exclude.numbers(view.index), (cats.matrix, cats.count))
 
-    def recs_write(self, st: UserRecs, now: int, view) -> Put:
+    def recs_write(self, st: UserRecs, user_id: str, now: int, view) -> Put:
         st.recs_at = now
         st.recs_due = None
         st.recs_n += 1
-        user_id = st.user_id
+        segment, recs = self.recommend(st, user_id, now, view)
         doc = {
             "user_id": user_id,
             "recomm_id": recomm_id(user_id, now, st.recs_n),
             "generated_at": iso_ms(now),
-            "segment": st.segment,
-            "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in self.recommend(st, now, view)],
+            "segment": segment,
+            "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in recs],
         }
         return Put(self.keys.recs(user_id), orjson.dumps(doc), self.config.user_ttl_s)
-
-    def profile_write(self, up: RecsUpdate) -> Put:
-        doc = {
-            "user_id": up.user_id,
-            **up.profile,
-            "segment": up.segment,
-            "segment_traits": list(up.traits),
-            "anomaly": up.anomaly,
-        }
-        return Put(self.keys.profile(up.user_id), orjson.dumps(doc), self.config.user_ttl_s)

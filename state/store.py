@@ -426,34 +426,64 @@ def partition_of(item_key: str) -> int:
     return zlib.crc32(item_key.encode()) % PARTITIONS
 
 
-class _WorkerStores:
-    """One :class:`RedisStore` per worker thread, shared by the partitions the worker
-    owns, and closed when the last of them closes."""
+class WorkerStores:
+    """One :class:`RedisStore` per worker thread, shared by whatever writes from that
+    worker: the sink partitions it owns (:meth:`acquire`/:meth:`release`, closed when
+    the last releases it) and the steps that write the keys their shard owns
+    (:meth:`current`, held until :meth:`close`).
 
-    def __init__(self, build: Callable[[], RedisStore]) -> None:
-        self._build = build
+    :arg url: the Redis (or Redis Cluster) to write to.
+    :arg flush_interval_s: how long writes are coalesced.
+    :arg on_store: told of each store built (run summaries read their stats).
+    """
+
+    def __init__(self, url: str, flush_interval_s: float = 0.01, on_store: Optional[Callable[[RedisStore], None]] = None) -> None:
+        self.url = url
+        self.flush_interval_s = flush_interval_s
+        self.on_store = on_store
         self._lock = threading.Lock()
-        self._stores: dict[int, tuple[RedisStore, int]] = {}  # thread id -> store, partitions using it
+        self._stores: dict[int, tuple[RedisStore, int]] = {}  # thread id -> store, holders
+        self._held: set[int] = set()  # threads whose steps hold their store (current)
 
     def acquire(self) -> tuple[int, RedisStore]:
         worker = threading.get_ident()
         with self._lock:
-            store, users = self._stores.get(worker) or (self._build(), 0)
-            self._stores[worker] = (store, users + 1)
-        return worker, store
+            entry = self._stores.get(worker)
+            if entry is None:
+                store = RedisStore(self.url, flush_interval_s=self.flush_interval_s)
+                if self.on_store is not None:
+                    self.on_store(store)
+                entry = (store, 0)
+            self._stores[worker] = (entry[0], entry[1] + 1)
+        return worker, entry[0]
 
     def release(self, worker: int) -> None:
         with self._lock:
-            store, users = self._stores[worker]
-            if users > 1:
-                self._stores[worker] = (store, users - 1)
+            store, holders = self._stores[worker]
+            if holders > 1:
+                self._stores[worker] = (store, holders - 1)
                 return
             del self._stores[worker]
         store.close()
 
+    def current(self) -> RedisStore:
+        """This worker's store, for a step that writes directly."""
+        worker = threading.get_ident()
+        entry = self._stores.get(worker)
+        if entry is not None and worker in self._held:
+            return entry[0]
+        self._held.add(worker)
+        return self.acquire()[1]
+
+    def close(self) -> None:
+        """Release the stores steps hold (the end of a run): the last write is flushed."""
+        for worker in sorted(self._held):
+            self.release(worker)
+        self._held.clear()
+
 
 class _StorePartition(StatefulSinkPartition[Write, None]):
-    def __init__(self, stores: _WorkerStores) -> None:
+    def __init__(self, stores: WorkerStores) -> None:
         self._stores = stores
         self._worker, self.store = stores.acquire()
         self._closed = False
@@ -482,33 +512,21 @@ class RedisSink(FixedPartitionedSink[Write, None]):
     :data:`PARTITIONS` partitions evenly over the workers (and sends each item to the
     worker owning its partition), builds a partition when its first item comes and
     snapshots only those written in an epoch. Each worker writes its partitions' items
-    through one :class:`RedisStore` of its own (one pipelined connection per server).
+    through its :class:`RedisStore` of ``stores`` (one pipelined connection per server).
     The stores flush synchronously at each epoch's snapshot, so with recovery nothing
-    acknowledged is lost (output is at-least-once, and every write is idempotent).
-    ``on_store`` is told of each store built (run summaries read their stats)."""
+    acknowledged is lost (output is at-least-once, and every write is idempotent)."""
 
-    def __init__(self, url: str, flush_interval_s: float = 0.01, on_store: Optional[Callable[[RedisStore], None]] = None) -> None:
-        self.url = url
-        self.flush_interval_s = flush_interval_s
-        self.on_store = on_store
-        self._stores = _WorkerStores(self._build_store)
+    def __init__(self, stores: WorkerStores) -> None:
+        self.stores = stores
 
     def list_parts(self) -> list[str]:
-        # The first keeps the name of the single partition the sink once had: a recovery
-        # store naming it still resumes (Bytewax refuses snapshots of unknown partitions).
-        return ["redis", *(f"redis-{i:02d}" for i in range(1, PARTITIONS))]
+        return [f"redis-{i:02d}" for i in range(PARTITIONS)]
 
     def part_fn(self, item_key: str) -> int:
         return partition_of(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _StorePartition:
-        return _StorePartition(self._stores)
-
-    def _build_store(self) -> RedisStore:
-        store = RedisStore(self.url, flush_interval_s=self.flush_interval_s)
-        if self.on_store is not None:
-            self.on_store(store)
-        return store
+        return _StorePartition(self.stores)
 
 
 def ping(url: str, timeout_s: float = 3.0) -> Optional[str]:

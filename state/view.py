@@ -2,19 +2,23 @@
 item categories, as :class:`~pulse.operators.recommend.Candidates` in item numbers.
 
 The models (co-visitation, trending, River) are learned by the model step
-(:class:`~pulse.state.engine.Engine`); users' lists are blended by the user-keyed
-recommendation step (:mod:`pulse.state.recs`), which may run on any worker of any
-process. The dataflow is a DAG, so the lists cannot flow back to it; instead it reads
-a *view* of the models:
+(:class:`~pulse.state.engine.Engine`), downstream of the user step that blends users'
+lists (:mod:`pulse.state.recs`) on any worker of any process. The dataflow is a DAG, so
+the models cannot flow back to it; instead the user step reads a *view* of them: the
+seeds' neighbour lists, the trending heads, and the user's segment and anomaly flag.
 
 * :class:`LocalView` when the model step lives in the same process: it reads the
   models themselves (under a lock shared with the model step, which compiled kernels
-  need: they release the GIL). Replays in one process read exactly the models' state.
+  need: they release the GIL). A replay in one process reads the models as they stand
+  after the batches before the current one, the same on every run and every resume.
 * :class:`RemoteView` in the other processes of a cluster: a cache filled from the
   keys the model step writes to Redis (each item's neighbour list in
-  ``pulse:item:{<id>}:nbrs``, the trending sorted sets), refreshed by a background
-  thread every ``refresh_s`` (the blend never waits for Redis). A list is at most
-  ``refresh_s`` plus one global round older than the models.
+  ``pulse:item:{<id>}:nbrs``, the trending sorted sets, the user's
+  ``pulse:user:{<id>}:segment``), refreshed by a background
+  thread every ``refresh_s`` with what blends asked for (the blend never waits for
+  Redis). A list read is at most ``max_age_s`` + ``refresh_s`` plus one global round
+  older than the models; one never asked for before is missing from the first blends
+  that ask.
 
 Both number items in their own :class:`~pulse.state.covisit.ItemIndex`; a user's
 exclusions are kept as ids and numbered through the view's index
@@ -25,7 +29,7 @@ Example:
 >>> from pulse.state.engine import Engine, EngineConfig, ModelUpdate
 >>> from pulse.operators.events import Event
 >>> eng = Engine(EngineConfig())
->>> _ = eng.learn_one(ModelUpdate("u1", Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, None, ()))
+>>> _ = eng.learn_one(ModelUpdate("u1", Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ()))
 >>> view = LocalView(eng)
 >>> c = view.parts(("a",), (), None, False, 1_000)
 >>> [c.kind_names[k] for k in c.kinds]
@@ -42,7 +46,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 import orjson
 
-from pulse.operators.recommend import BlendConfig, Candidates, ListPool, Scratch
+from pulse.operators.recommend import BlendConfig, Candidates, ListPool, Scratch, warm_up
 from pulse.state.covisit import ItemIndex
 from pulse.state.keys import KeySchema
 
@@ -101,7 +105,11 @@ class LocalView:
         self.categories = engine.categories
         self.item_categories = engine.item_categories
         self.scratch = Scratch()
+        self.verdict = engine.verdict
+        c = engine.config
+        self.seed_factors = [c.recs_seed_recency**k for k in range(c.recs_seed_items)]
         self._reasons: dict[str, str] = {}
+        warm_up()
 
     @property
     def ids(self) -> list[str]:
@@ -128,7 +136,7 @@ class LocalView:
             return c
         if weights.get("co_visit", 0.0) > 0 and seeds:
             get = self.index.numbers.get
-            for seed, f in zip(seeds, eng.seed_factors):
+            for seed, f in zip(seeds, self.seed_factors):
                 i = get(seed)
                 if i is not None and cv.fresh(i):
                     c.add_seed(i, cv.reasons[i], f)
@@ -154,12 +162,15 @@ class RemoteView:
     :arg keys: its key schema.
     :arg config: the blend (list length, weights).
     :arg seed_recency: how much less each older seed counts.
-    :arg refresh_s: how often the background thread refreshes what blends asked for.
-    :arg max_items: neighbour lists kept (the least recently asked for go first).
+    :arg refresh_s: how often the background thread fetches what blends asked for.
+    :arg max_age_s: a list is fetched again when a blend asks for it this long after
+        it was last fetched (the same for users' verdicts).
+    :arg max_users: users' verdicts kept (half are dropped when there are more).
     """
 
     def __init__(self, url: str, keys: KeySchema, config: BlendConfig, seed_recency: float = 0.9,
-                 seed_items: int = 8, refresh_s: float = 0.2, max_items: int = 200_000) -> None:
+                 seed_items: int = 8, refresh_s: float = 0.2, max_age_s: float = 1.0,
+                 max_users: int = 1_000_000) -> None:
         import redis
 
         self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
@@ -167,16 +178,19 @@ class RemoteView:
         self.config = config
         self.seed_factors = [seed_recency**k for k in range(seed_items)]
         self.refresh_s = refresh_s
-        self.max_items = max_items
+        self.max_age_s = max_age_s
+        self.max_users = max_users
         self.lock = threading.Lock()
         self.index = ItemIndex()
         self.categories = ItemCategories()
         self.item_categories: dict[str, tuple[str, ...]] = {}
         self.scratch = Scratch()
+        warm_up()
         self.pool = ListPool()
         self.reasons: list[str] = []
-        #: what blends asked for since the last refresh (items, categories, segments)
-        self._wanted: tuple[set, set, set] = (set(), set(), set())
+        #: what blends asked for since the last refresh (items, categories, segments, users)
+        self._wanted: tuple[set, set, set, set] = (set(), set(), set(), set())
+        self._verdicts: dict[str, tuple[Optional[str], bool, float]] = {}  # user -> segment, flagged, fetched
         self._heads: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._fetched: dict[int, float] = {}  # item number -> when its list was fetched
         self._stop = threading.Event()
@@ -206,7 +220,7 @@ class RemoteView:
               flagged: bool, now: int, blend: Optional[BlendConfig] = None) -> Candidates:
         weights = (blend or self.config).weights
         c = Candidates(self.pool)
-        items, cats, segs = self._wanted
+        items, cats, segs, _ = self._wanted
         heads = self._heads
 
         def head(kind: str, name: str, reason: str, f: float) -> None:
@@ -222,10 +236,9 @@ class RemoteView:
             numbers = self.index.numbers
             length = self.pool.length
             for seed, f in zip(seeds, self.seed_factors):
+                items.add(seed)
                 i = numbers.get(seed)
-                if i is None or i not in self._fetched:
-                    items.add(seed)
-                elif length[i]:
+                if i is not None and i < len(length) and length[i]:
                     c.add_seed(i, self.reasons[i], f)
         if weights.get("category", 0.0) > 0:
             for cat, affinity in categories[:3]:
@@ -238,6 +251,12 @@ class RemoteView:
                 segs.add(segment)
             head("segment", segment, "segment", 1.0)
         return c
+
+    def verdict(self, user_id: str) -> tuple[Optional[str], bool]:
+        """The user's segment and anomaly flag as last fetched (none at first)."""
+        self._wanted[3].add(user_id)
+        v = self._verdicts.get(user_id)
+        return (None, False) if v is None else (v[0], v[1])
 
     def _categorise(self, item: str, number: int, category: list[str]) -> None:
         if category:
@@ -253,13 +272,17 @@ class RemoteView:
                 log.warning("refreshing the model view from Redis failed (%s); retrying", type(err).__name__)
 
     def refresh(self) -> None:
-        """Fetch what blends asked for and renew what is older than ``refresh_s``."""
+        """Fetch the lists blends asked for that are missing or older than ``max_age_s``,
+        and the heads."""
         with self.lock:
-            items, cats, segs = self._wanted
-            self._wanted = (set(), set(), set())
+            items, cats, segs, users = self._wanted
+            self._wanted = (set(), set(), set(), set())
             now = time.monotonic()
-            stale = [self.index.ids[i] for i, at in self._fetched.items() if now - at >= self.refresh_s]
-            names = sorted(items | set(stale))[: self.max_items]
+            numbers, fetched = self.index.numbers, self._fetched
+            # what blends asked for that is missing or older than max_age_s
+            names = sorted(i for i in items if now - fetched.get(numbers.get(i, -1), -1e9) >= self.max_age_s)
+            verdicts = self._verdicts
+            users = sorted(u for u in users if now - verdicts.get(u, (None, False, -1e9))[2] >= self.max_age_s)
             cats |= {n for k, n in self._heads if k == "category"}
             segs |= {n for k, n in self._heads if k == "segment"}
         depth = 2 * self.config.k
@@ -272,6 +295,8 @@ class RemoteView:
         heads += [("segment", s, keys.segment_trending(s)) for s in sorted(segs)]
         for _, _, key in heads:
             pipe.zrevrange(key, 0, depth - 1, withscores=True)
+        for user in users:
+            pipe.get(keys.verdict(user))
         replies = pipe.execute()
         with self.lock:
             fetched = time.monotonic()
@@ -290,6 +315,12 @@ class RemoteView:
             for (kind, name, _), members in zip(heads, replies[len(names):]):
                 nums = np.fromiter((self._number(m.decode()) for m, _ in members), dtype=np.int64, count=len(members))
                 self._heads[(kind, name)] = (nums, np.array([s for _, s in members], dtype=np.float64))
+            for user, raw in zip(users, replies[len(names) + len(heads):]):
+                doc = orjson.loads(raw) if raw is not None else {"segment": None, "anomaly": {"flagged": False}}
+                self._verdicts[user] = (doc["segment"], doc["anomaly"]["flagged"], fetched)
+            if len(self._verdicts) > self.max_users:  # the least recently fetched go first
+                for user in sorted(self._verdicts, key=lambda u: self._verdicts[u][2])[: len(self._verdicts) // 2]:
+                    del self._verdicts[user]
 
 
 _NO_NUMBERS = np.zeros(0, dtype=np.int64)

@@ -59,8 +59,10 @@ def test_the_documented_keys_are_written(log, redis_url, tmp_path):
     assert set(recs) == {"user_id", "recomm_id", "generated_at", "segment", "items"}
     assert recs["items"] and set(recs["items"][0]) == {"item_id", "score", "reason"}
     profile = orjson.loads(r.get(keys.profile(user)))
-    assert {"counts", "last_seen", "engagement", "categories", "segment", "anomaly"} <= set(profile)
-    assert set(profile["anomaly"]) >= {"score", "flagged"}
+    assert {"counts", "last_seen", "engagement", "categories", "rule_segments"} <= set(profile)
+    verdict = orjson.loads(r.get(keys.verdict(user)))
+    assert set(verdict) == {"user_id", "segment", "segment_traits", "anomaly"}
+    assert set(verdict["anomaly"]) >= {"score", "flagged"}
     assert r.zcard(keys.trending) > 0
     meta = {k.decode(): v.decode() for k, v in r.hgetall(keys.meta).items()}
     assert meta["schema_version"] == str(SCHEMA_VERSION)

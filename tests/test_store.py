@@ -9,18 +9,16 @@ import shutil
 import subprocess
 import threading
 import time
-from datetime import timedelta
 
 import pytest
 import redis
 from bytewax.dataflow import Dataflow
-from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, cluster_main, run_main
 from conftest import free_port
 from redis.cluster import RedisCluster
 
 import bytewax.operators as op
-from pulse.state.store import HashSet, Put, RedisSink, RedisStore, StreamAdd, ZReplace, connect, ping
+from pulse.state.store import HashSet, Put, RedisSink, RedisStore, StreamAdd, WorkerStores, ZReplace, connect, ping
 
 
 class Poller(threading.Thread):
@@ -146,7 +144,7 @@ def run_sink(url: str, items: list, workers: int = 1) -> list[RedisStore]:
     stores: list[RedisStore] = []
     flow = Dataflow("sink_test")
     stream = op.input("inp", flow, TestingSource(items, batch_size=50))
-    op.output("redis", stream, RedisSink(url, on_store=stores.append))
+    op.output("redis", stream, RedisSink(WorkerStores(url, on_store=stores.append)))
     if workers == 1:
         run_main(flow)
     else:
@@ -223,21 +221,3 @@ def test_a_cluster_url_with_a_database_other_than_0_is_refused(redis_cluster_url
     assert problem is not None and "SELECT is not allowed in cluster mode" in problem
 
 
-class SinglePartitionSink(RedisSink):
-    """The sink as it was before it had a partition per worker."""
-
-    def list_parts(self) -> list[str]:
-        return ["redis"]
-
-    def part_fn(self, item_key: str) -> int:
-        return 0
-
-
-def test_a_recovery_store_of_the_single_partition_sink_still_resumes(redis_url, tmp_path):
-    init_db_dir(tmp_path, 1)
-    items = keyed(some_writes(20))
-    for sink in (SinglePartitionSink(redis_url), RedisSink(redis_url)):
-        flow = Dataflow("resume_test")
-        op.output("redis", op.input("inp", flow, TestingSource(items)), sink)
-        run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(tmp_path)))
-    assert redis.Redis.from_url(redis_url).dbsize() == len(items)

@@ -44,7 +44,8 @@ def planted(tmp_path_factory, redis_server):
     profiles = {}
     for key in client.scan_iter(match="pulse:user:*:profile", count=1000):
         doc = orjson.loads(client.get(key))
-        profiles[doc["user_id"]] = doc
+        verdict = orjson.loads(client.get(KEYS.verdict(doc["user_id"])))
+        profiles[doc["user_id"]] = {**doc, **verdict}
     return truth, profiles, client, summary
 
 
