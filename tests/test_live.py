@@ -158,9 +158,9 @@ def test_an_idle_topic_ends_after_idle_exit(kafka_broker, redis_url):
 
 def test_record_then_replay_equals_the_live_run(kafka_broker, redis_server, tmp_path):
     """Produce → record → replay the recording into one db; run live into another: the
-    same Redis contents. Both are driven by event time, and the engine applies each
-    partition's records in order (seq) whatever the batching; with one partition that
-    is the replay's canonical order too."""
+    same models (every key but the users' lists). Both are driven by event time, and the
+    model step applies each partition's records in order (seq) whatever the batching;
+    with one partition that is the replay's canonical order too."""
     lines, _ = generate(users=150, items=150, events=3000, seed=5, malformed=0.02, days=1)
     log = tmp_path / "events.jsonl"
     write_log(str(log), lines)
@@ -186,7 +186,11 @@ def test_record_then_replay_equals_the_live_run(kafka_broker, redis_server, tmp_
         assert a[k] == b[k], k
     first, second = dump_redis(url_replay), dump_redis(url_live)
     assert len(first) > 100
-    assert first == second
+    # The models are the same; users' lists may differ by how far the models had got
+    # when they were blended, which depends on the batching (Kafka's, or a file's).
+    assert {k: v for k, v in first.items() if not k.endswith("}:recs")} == {
+        k: v for k, v in second.items() if not k.endswith("}:recs")}
+    assert first.keys() == second.keys()
 
 
 def test_record_stops_after_max_events_and_writes_one_file_per_partition(live, kafka_broker, tmp_path):
