@@ -28,7 +28,6 @@ import signal
 import threading
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
@@ -42,7 +41,7 @@ from confluent_kafka.admin import AdminClient
 from pulse.flows.config import Settings
 from pulse.flows.pipeline import RunHandles, build_flow
 from pulse.flows.replay import run_flow
-from pulse.flows.replay import UsageError, step_options, summary
+from pulse.flows.replay import UsageError, prepare_recovery, step_options, summary
 from pulse.flows.sources import JsonlSink, log_files, open_log
 from pulse.operators.events import DeadLetter, Raw
 from pulse.operators.formats import FORMATS, Format
@@ -425,23 +424,6 @@ def live_format(name: str) -> Format:
     return {"native": Format.native, "movielens": Format.movielens, "taobao": Format.taobao}[name]()
 
 
-def _init_recovery(recovery_dir: str, partitions: int, process_id: int) -> Any:
-    """The recovery store of this process. Process 0 creates it in an empty directory,
-    or checks the one it finds against the cluster's workers. The other processes use
-    what their directory holds, which may be nothing: Bytewax only needs the cluster as
-    a whole to hold every partition once (in Kubernetes all of them live on pod 0's
-    volume, see docker/k8s/40-statefulset.yaml)."""
-    from bytewax.recovery import RecoveryConfig
-
-    from pulse.flows.replay import prepare_recovery
-
-    path = Path(recovery_dir)
-    if process_id == 0:
-        return prepare_recovery(path, partitions)
-    path.mkdir(parents=True, exist_ok=True)
-    return RecoveryConfig(path)
-
-
 def run_live(
     brokers: str | Sequence[str],
     topic: str,
@@ -514,7 +496,8 @@ def run_live(
         flush_interval_s=settings.flush_interval_s,
     )
     total_workers = workers * max(1, len(addresses or ()))
-    recovery = _init_recovery(recovery_dir, total_workers, process_id) if recovery_dir else None
+    # (process 0 creates and checks the store; see prepare_recovery)
+    recovery = prepare_recovery(Path(recovery_dir), total_workers, create=process_id == 0) if recovery_dir else None
     # What is alive now (modules, models, the flow) lives as long as the run: keep it
     # out of the collector's full passes, which otherwise walk it every time.
     gc.collect()

@@ -42,17 +42,40 @@ def make_format(name: str, path: Path) -> Format:
     return Format.native()
 
 
+#: the layout of the dataflow's snapshots (its steps and their state); a recovery store
+#: written by another layout cannot be resumed
+RECOVERY_LAYOUT = 2
+LAYOUT_FILE = "pulse-recovery.json"
+
+
 def prepare_recovery(db_dir: Path, partitions: int, create: bool = True) -> RecoveryConfig:
     """Bytewax's recovery store in ``db_dir``, created with ``partitions`` partitions
     the first time (that number must be at least the most workers ever run against
-    it: stop-and-start rescaling within it works). Only one process may create it
-    (``create``): in a cluster, process 0; the others use what they find."""
+    it: stop-and-start rescaling within it works), and stamped with
+    :data:`RECOVERY_LAYOUT`. Only one process creates and checks it (``create``): in a
+    cluster, process 0; the others use what they find (in Kubernetes every other pod's
+    directory is empty: process 0's holds every partition)."""
     db_dir = Path(db_dir)
     db_dir.mkdir(parents=True, exist_ok=True)
+    if not create:
+        return RecoveryConfig(db_dir)
     existing = sorted(db_dir.glob("part-*.sqlite3"))
-    if not existing and create:
+    marker = db_dir / LAYOUT_FILE
+    if not existing:
         init_db_dir(db_dir, partitions)
-    elif len(existing) < partitions:
+        marker.write_bytes(orjson.dumps({"layout": RECOVERY_LAYOUT}))
+        return RecoveryConfig(db_dir)
+    try:
+        layout = orjson.loads(marker.read_bytes()).get("layout")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        layout = None
+    if layout != RECOVERY_LAYOUT:
+        raise UsageError(
+            f"recovery store {db_dir} holds snapshots of another dataflow layout ({layout or 'an older Pulse'}; "
+            f"this one is {RECOVERY_LAYOUT}), which cannot be resumed: start a new --recovery directory "
+            "(replaying the log rebuilds the same Redis contents)"
+        )
+    if len(existing) < partitions:
         raise UsageError(
             f"recovery store {db_dir} has {len(existing)} partitions but this run has {partitions} workers; "
             "a store must be initialised for the most workers ever used: start a new --recovery directory"

@@ -25,7 +25,6 @@ from typing import Callable, Iterable, List, Optional, Tuple, Union
 import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Stream
-from bytewax.operators import KeyedStream
 from bytewax.operators import StatefulBatchLogic
 
 from pulse.operators.events import DeadLetter, Event, PartitionEnd, Raw

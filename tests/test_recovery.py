@@ -142,3 +142,16 @@ def test_a_30_second_redis_outage_mid_stream_loses_nothing(logs, reference, tmp_
         assert dump_redis(server.url(0)) == reference["single"]
     finally:
         server.stop()
+
+
+def test_a_recovery_store_of_another_layout_is_refused_clearly(logs, redis_server, tmp_path):
+    from bytewax.recovery import init_db_dir
+
+    single, _ = logs
+    store = tmp_path / "old"
+    store.mkdir()
+    init_db_dir(store, 1)  # a store as an older Pulse left it: no layout stamp
+    proc = pulse("replay", single, "--redis", fresh(redis_server.url(55)), "--recovery", store)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "another dataflow layout" in err.decode() and "start a new --recovery directory" in err.decode()
