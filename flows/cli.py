@@ -227,7 +227,8 @@ def demo(
         err.print(table)
         example = doc["user_id"] if shown else "<user_id>"
         err.print("Keys a frontend reads:")
-        for name in (keys.recs(example), keys.profile(example), keys.trending, keys.similar("<item_id>"), keys.segments, keys.anomalies, keys.meta):
+        for name in (keys.recs(example), keys.profile(example), keys.verdict(example), keys.trending, keys.similar("<item_id>"),
+                     keys.segments, keys.anomalies, keys.meta):
             err.print(f"  {name}")
         err.print(f"Dead letters with reasons: {workdir / 'dlq.jsonl'}")
         result["redis"] = url if server is None else "embedded"
