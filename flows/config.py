@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     tumbling_s: tuple[int, ...] = (60, 3600)
     session_gap_s: int = 1800
     allowed_lateness_s: int = 5
-    # engine
+    # the models and the blend
     trending_half_life_s: float = 86400.0
     covisit_half_life_s: float = 30 * 86400.0
     recs_k: int = 10

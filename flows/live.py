@@ -5,7 +5,7 @@
   (:func:`pulse.flows.pipeline.build_flow`); dead letters go to a Kafka DLQ topic
   (original payload as the value, the reason in headers) or are counted. It runs
   until stopped (SIGINT/SIGTERM end the input gracefully: windows close, the
-  engine flushes, Redis gets the last writes), or, for tests and benchmarks, after
+  model step flushes, Redis gets the last writes), or, for tests and benchmarks, after
   ``max_events`` records or ``idle_exit_s`` seconds without a new record.
 * :func:`produce` pushes a recorded log into a topic, keyed by user, optionally paced.
 * :func:`record` writes a topic back out as a replayable log.
@@ -155,7 +155,7 @@ class _LivePartition(StatefulSourcePartition[Raw, tuple]):
     It emits the dataflow's :class:`Raw` records directly (source ``topic/partition``,
     the offset, the value) with ``seq``: 0, 1, 2, ... over the records this source
     emitted from the partition (offsets can have gaps: transactions, compaction). The
-    engine applies each partition's updates in ``seq`` order, so its input does not
+    model step applies each partition's updates in ``seq`` order, so its input does not
     depend on how Bytewax batched and grouped them (see pulse.operators.order).
 
     It ends on :class:`StopControl`'s word, never at the end of the partition. Its
@@ -450,8 +450,8 @@ def run_live(
     ``control.stop("reason")``; SIGINT and SIGTERM do the same when this runs in the
     main thread and ``handle_signals`` is set.
 
-    ``batch_size`` caps the records taken from each partition per round: the engine
-    emits a batch's writes when the whole batch is done, so after a pause (a GC, a busy
+    ``batch_size`` caps the records taken from each partition per round: the steps
+    emit a batch's writes when the whole batch is done, so after a pause (a GC, a busy
     machine) a backlog read 1,000 per partition delayed the first of them by the whole
     batch's work (100-400 ms); 100 per partition costs no measurable throughput.
     """

@@ -1,6 +1,6 @@
 """Numeric inner loops compiled with numba, lazily.
 
-A few hot loops of the engine (the blend's sums, the ranking of an item's neighbours)
+A few hot loops (the blend's sums, the ranking of an item's neighbours)
 are plain Python functions over numpy arrays that :func:`lazy_njit` hands to numba on
 first use: ``import pulse`` stays fast, and ``pulse --help`` never waits for a
 compiler. Compiled code is cached on disk (next to the source, or numba's user-wide

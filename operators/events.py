@@ -64,7 +64,7 @@ class Raw(NamedTuple):
 
 class PartitionEnd(NamedTuple):
     """Sent by a replay source after the last record of a partition: ``count`` records
-    were numbered 0 .. count-1. Lets the engine apply updates in a canonical order."""
+    were numbered 0 .. count-1. Lets the model step apply updates in a canonical order."""
 
     source: str
     count: int

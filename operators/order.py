@@ -1,14 +1,14 @@
-"""A canonical order for the engine's input, whatever the batching, epochs or cluster shape.
+"""A canonical order for the model step's input, whatever the batching, epochs or cluster shape.
 
 Bytewax hands a keyed step its items grouped by key within each activation, and items
 from several workers interleave as they arrive. The per-user state does not care (each
-user's events keep their order), but the engine's models do: co-visitation, trending and
+user's events keep their order), but the models do: co-visitation, trending and
 River models depend on the order of updates. For replays, :class:`SequencedMerge` puts
-the engine's input back into one canonical order:
+the model step's input back into one canonical order:
 
 * every record of a partition gets an index (``seq``) from the source, and the source
   ends each partition with a :class:`~pulse.operators.events.PartitionEnd`;
-* every record reaches the engine exactly once: as an update, or as its dead letter;
+* every record reaches the model step exactly once: as an update, or as its dead letter;
 * within a partition, items are released in ``seq`` order; across partitions, the item
   with the smallest (event time, partition order) goes first, once every partition that
   has not ended has its next item at hand.

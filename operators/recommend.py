@@ -14,7 +14,7 @@ contributed most. Excluded items (purchased, or everything seen when configured)
 appear, and at most ``max_category_share`` of the list may come from one category.
 
 The arithmetic is vectorised: :func:`blend_parts` takes the parts as numpy arrays of item
-numbers and scores (:class:`Candidates`, the engine's hot path) and sums them per kind with
+numbers and scores (:class:`Candidates`, the hot path) and sums them per kind with
 a fixed number of numpy calls whatever the number of parts; :func:`blend` takes
 :class:`Source` dicts and numbers their items first. Reasons are worked out for the
 recommended items only.

@@ -79,7 +79,7 @@ class StepOptions:
     live_idle_s: Optional[float] = None
     #: keep snapshots (only worth their cost when recovery is on)
     snapshots: bool = False
-    #: replays: the source partitions, so the engine applies updates in canonical order
+    #: replays: the source partitions, so the model step applies updates in canonical order
     #: (see pulse.operators.order); None for live runs (arrival order)
     ordered_sources: Optional[list] = None
 
