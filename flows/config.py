@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     anomaly_quantile: float = 0.98
     anomaly_min_events: int = 30
     live_idle_s: float = Field(1800.0, description="live runs: evict users idle this long (wall clock)")
-    gc_threshold: int = Field(50_000, description="live runs: allocations between young-generation garbage collections")
+    gc_threshold: int = Field(50_000, description="allocations between young-generation garbage collections")
 
     @classmethod
     def settings_customise_sources(

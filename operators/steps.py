@@ -206,10 +206,12 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
         return self._final(), self.DISCARD
 
     def snapshot(self) -> Optional[tuple]:
+        if not self.options.snapshots:
+            return None
         # Everything this worker wrote in the epoch must be in Redis before the snapshot
         # counts: a resume replays only what came after.
         self.outputs.flush()
-        return copy.deepcopy((self.state, self.recs)) if self.options.snapshots else None
+        return copy.deepcopy((self.state, self.recs))
 
 
 def track_users(step_id: str, events: Stream[Event], options: StepOptions, outputs: UserOutputs) -> Stream[UserOut]:
