@@ -22,6 +22,11 @@ probes, lag and CPU are not counted): a broker started by ``--start-services`` s
 first 20-40 s JIT-compiling on the same cores (measured: 0.2-0.5 of a core), which a
 long-running production broker does not.
 
+``--processes N`` runs ``pulse run`` as N processes of one Bytewax cluster on loopback
+(each with the same ``--addresses`` of free ports and its own ``--process-id``); the topic
+gets at least N partitions, the CPU figure adds up all N, and ``pulse_summary`` is the
+sums of their event counts plus each one's summary (``per_process``).
+
 It starts nothing but the pulse run unless ``--start-services`` (then a Kafka broker via
 scripts/kafka_local.py and a redis-server, both stopped at the end). Prints one JSON
 document. Example:
@@ -121,8 +126,8 @@ def all_cpu() -> dict[int, tuple[float, str]]:
 class CpuMeter:
     """CPU seconds of each part between start() and stop(): cores = seconds / wall."""
 
-    def __init__(self, pulse_pid: int, watcher_pid: int, bootstrap: str, client: redis.Redis) -> None:
-        self.pids = {"pulse": [pulse_pid], "benchmark_watcher": [watcher_pid], "kafka_broker": broker_pids(bootstrap)}
+    def __init__(self, pulse_pids: list[int], watcher_pid: int, bootstrap: str, client: redis.Redis) -> None:
+        self.pids = {"pulse": list(pulse_pids), "benchmark_watcher": [watcher_pid], "kafka_broker": broker_pids(bootstrap)}
         self.client = client
 
     def _read(self) -> dict:
@@ -256,7 +261,9 @@ def main() -> None:
     ap.add_argument("--start-services", action="store_true", help="start a local Kafka broker and redis-server for the run")
     ap.add_argument("--rate", type=float, default=5000.0, help="events per second (default 5000)")
     ap.add_argument("--seconds", type=float, default=60.0, help="how long to produce (default 60)")
-    ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--partitions", type=int, default=3, help="topic partitions (default 3; raised to --processes if fewer)")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="run pulse as this many processes of one Bytewax cluster on loopback (default 1: one plain process)")
     ap.add_argument("--users", type=int, default=5000, help="background users (default 5000)")
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--probes", type=int, default=200, help="probe users (default 200)")
@@ -268,6 +275,8 @@ def main() -> None:
                     help="produce at the rate for this many seconds before measuring (default 0: measure from the start)")
     ap.add_argument("--samples", help="also write every probe's (sent at epoch ms, recs latency ms) here, as JSON")
     args = ap.parse_args()
+    if args.processes < 1:
+        ap.error("--processes must be at least 1")
 
     services = Services() if args.start_services else None
     if services is None and not (args.brokers and args.redis):
@@ -294,7 +303,8 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> dict:
     topic = f"fresh-{uuid.uuid4().hex[:8]}"
     group = f"pulse-fresh-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(30)
+    partitions = max(args.partitions, args.processes)  # every process reads at least one partition
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
     time.sleep(1.0)
 
     # Background traffic: the generator's users, sessions, bots (event times replaced by now).
@@ -311,10 +321,53 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> dict:
     ready.wait(30)
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    profile = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile else []
-    pulse = subprocess.Popen([sys.executable, *profile, "-m", "pulse", "run", "--brokers", bootstrap, "--topic", topic, "--redis", url,
-                              "--group", group, "--idle-exit", str(max(5.0, args.grace))],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    n_proc = args.processes
+    if n_proc > 1:
+        from pulse.flows.replay import cluster_addresses
+
+        cluster = ["--addresses", ";".join(cluster_addresses(n_proc))]
+    else:
+        cluster = []  # one plain process, as before --processes existed
+    # Output to files, not pipes: a full pipe would block one process, and with it the cluster.
+    logs = Path(tempfile.mkdtemp(prefix="pulse-fresh-logs-"))
+    outs = [open(logs / f"out-{i}", "w+") for i in range(n_proc)]  # noqa: SIM115 - open for the whole run, closed below
+    errs = [open(logs / f"err-{i}", "w+") for i in range(n_proc)]  # noqa: SIM115
+    pulses: list[subprocess.Popen] = []
+    for i in range(n_proc):
+        prof_path = Path(args.profile).resolve() if args.profile else None
+        if prof_path is not None and n_proc > 1:
+            prof_path = prof_path.with_name(f"{prof_path.name}.{i}")
+        profile = ["-m", "cProfile", "-o", str(prof_path)] if prof_path else []
+        ident = [*cluster, "--process-id", str(i)] if cluster else []
+        pulses.append(subprocess.Popen([sys.executable, *profile, "-m", "pulse", "run", "--brokers", bootstrap, "--topic", topic,
+                                        "--redis", url, "--group", group, "--idle-exit", str(max(5.0, args.grace)), *ident],
+                                       stdout=outs[i], stderr=errs[i], text=True, env=env, cwd=ROOT))
+
+    def tail(f, n: int = 2000) -> str:
+        f.flush()
+        f.seek(0)
+        return f.read()[-n:]
+
+    stop_lag = threading.Event()
+
+    def fail(why: str) -> None:
+        """Stop every pulse process and exit with ``why`` and the stderr of those that ended."""
+        for p in pulses:
+            if p.poll() is None:
+                p.terminate()
+        for p in pulses:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        ended = [i for i, p in enumerate(pulses) if p.returncode not in (0, -15)] or list(range(n_proc))
+        detail = "\n".join(f"--- pulse process {i} (exit {pulses[i].returncode}) stderr tail:\n{tail(errs[i])}" for i in ended)
+        stop_lag.set()
+        stop_watch.set()
+        watcher.join(5)
+        r.config_set("notify-keyspace-events", old_notify)
+        raise SystemExit(f"{why}\n{detail}")
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all", "enable.idempotence": True,
                          "queue.buffering.max.messages": 1_000_000})
     failed = [0]
@@ -326,19 +379,26 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> dict:
     def send(doc: dict) -> None:
         producer.produce(topic, key=doc["user_id"].encode(), value=orjson.dumps(doc), on_delivery=on_delivery)
 
-    # Wait until the flow answers: a ready probe must reach Redis.
+    # Wait until the flow answers: a ready probe sent to each partition must reach Redis
+    # (so every partition's reader, in whichever process, is running).
     t_ready = time.monotonic()
     now = int(time.time() * 1000)
-    send({"user_id": "ready", "type": "view", "ts": now, "item_id": item_ids[0], "sent_ms": now})
+    for part in range(partitions):
+        doc = {"user_id": f"ready-{part}", "type": "view", "ts": now, "item_id": item_ids[0], "sent_ms": now}
+        producer.produce(topic, key=doc["user_id"].encode(), value=orjson.dumps(doc), partition=part, on_delivery=on_delivery)
     producer.flush(30)
-    while r.get(f"{prefix}:user:{{ready}}:recs") is None:
-        if pulse.poll() is not None or time.monotonic() - t_ready > 120:
-            raise SystemExit(f"pulse run did not start: {pulse.stderr.read()[-2000:]}")
+    waiting = [f"{prefix}:user:{{ready-{part}}}:recs" for part in range(partitions)]
+    while waiting:
+        waiting = [k for k in waiting if r.get(k) is None]
+        early = [i for i, p in enumerate(pulses) if p.poll() is not None]
+        if early:
+            fail(f"pulse run process(es) {early} exited before the flow answered")
+        if time.monotonic() - t_ready > 120:
+            fail(f"pulse run did not answer within 120 s ({len(waiting)} of {partitions} partitions' ready probes unseen)")
         time.sleep(0.05)
     startup_s = time.monotonic() - t_ready
 
     lag: list = []
-    stop_lag = threading.Event()
     probes = [f"probe-{k:04d}" for k in range(args.probes)]
     step = args.probe_interval / max(1, len(probes))
     sent_probe: dict[tuple[str, int], float] = {}
@@ -384,9 +444,9 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> dict:
         # seconds compiling (JIT) on the same two cores, which is not Pulse's latency.
         produce_until(time.monotonic() + args.warmup, measured=False)
     t0 = time.monotonic()
-    lag_thread = threading.Thread(target=sample_lag, args=(bootstrap, topic, args.partitions, group, stop_lag, lag, t0), daemon=True)
+    lag_thread = threading.Thread(target=sample_lag, args=(bootstrap, topic, partitions, group, stop_lag, lag, t0), daemon=True)
     lag_thread.start()
-    meter = CpuMeter(pulse.pid, watcher.pid, bootstrap, r)
+    meter = CpuMeter([p.pid for p in pulses], watcher.pid, bootstrap, r)
     meter.start()
     produced = produce_until(t0 + args.seconds, measured=True)
     produce_s = time.monotonic() - t0
@@ -394,7 +454,23 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> dict:
     cpu = meter.stop()
 
     # pulse run exits after --idle-exit seconds without input: outstanding probes land meanwhile.
-    stdout, stderr = pulse.communicate(timeout=args.grace + 600)
+    # A process that ends early (not by its idle exit) takes the rest down: fail clearly.
+    deadline = time.monotonic() + args.grace + 600
+    while any(p.poll() is None for p in pulses):
+        bad = [i for i, p in enumerate(pulses) if p.returncode not in (None, 0)]
+        if bad:
+            fail(f"pulse run process(es) {bad} failed")
+        if time.monotonic() > deadline:
+            fail("pulse run did not exit in time")
+        time.sleep(0.1)
+    bad = [i for i, p in enumerate(pulses) if p.returncode != 0]
+    if bad:
+        fail(f"pulse run process(es) {bad} failed")
+    stdouts = [tail(f, 10**9) for f in outs]
+    stderrs = [tail(f) for f in errs]
+    for f in outs + errs:
+        f.close()
+    shutil.rmtree(logs, ignore_errors=True)
     stop_lag.set()
     lag_thread.join(5)
     stop_watch.set()
@@ -425,15 +501,31 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> dict:
                 samples.append((round(sent, 1), round(at - sent, 1)))
     if args.samples:
         Path(args.samples).write_bytes(orjson.dumps(sorted(samples)))
-    try:
-        pulse_summary = orjson.loads(stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        pulse_summary = {"error": stderr[-2000:]}
+    summaries = []
+    for stdout, stderr in zip(stdouts, stderrs):
+        try:
+            summaries.append(orjson.loads(stdout.strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            summaries.append({"error": stderr[-2000:]})
+    if n_proc == 1:
+        pulse_summary = summaries[0]
+    else:
+        # The counts summed where a single process's summary has them; each process's own below.
+        pulse_summary = {"processes": n_proc}
+        for one in summaries:
+            for k, v in one.items():
+                if (k.startswith("events_") and k != "events_per_s" or k in ("users", "keys_written", "lag_at_exit")) \
+                        and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    pulse_summary[k] = pulse_summary.get(k, 0) + v
+            for reason, n in one.get("dlq_by_reason", {}).items():
+                pulse_summary.setdefault("dlq_by_reason", {})[reason] = pulse_summary.get("dlq_by_reason", {}).get(reason, 0) + n
+        pulse_summary["per_process"] = summaries
     half = [(t, lg) for t, _h, _c, lg in lag if t >= args.seconds / 2 and t <= args.seconds]
     lag_series = [lg for t, _h, _c, lg in lag if t <= args.seconds]
     return {
-        "config": {"rate": args.rate, "seconds": args.seconds, "warmup_s": args.warmup, "partitions": args.partitions, "users": args.users,
-                   "items": args.items, "probes": args.probes, "probe_interval_s": args.probe_interval},
+        "config": {"rate": args.rate, "seconds": args.seconds, "warmup_s": args.warmup, "partitions": partitions, "users": args.users,
+                   "items": args.items, "probes": args.probes, "probe_interval_s": args.probe_interval, "processes": n_proc,
+                   **({"partitions_raised_from": args.partitions} if partitions != args.partitions else {})},
         "produced": {"events": produced, "seconds": round(produce_s, 2), "events_per_s": round(produced / produce_s, 1),
                      "failed": failed[0]},
         "startup_s": round(startup_s, 2),
