@@ -225,7 +225,7 @@ def evaluate(
             if st.profile_due(ev.ts):
                 rec_state.categories = list(st.profile_doc(ev.ts)["categories"].items())[:3]
             recommender.learn_one(rec_state, ev, learned.weight, view)
-            engine.learn_one(ModelUpdate(user, ev, learned.weight, learned.closed))
+            engine.learn_one(ModelUpdate.of(ev, learned.weight, learned.closed))
         pulse_seconds += clock() - t0
         pulse_cpu += cpu() - c0
         if on_progress is not None and n % 2000 == 0:

@@ -124,7 +124,7 @@ def build_flow(
         op.inspect("late_count", late, lambda _step, _x: _bump_late(counters))
 
     def count_ok(batch: list) -> list:
-        counters.events_ok += sum(1 for up in batch if up.event is not None)
+        counters.events_ok += sum(1 for up in batch if up.event)
         return batch
 
     updates = op.flat_map_batch("count_ok", updates, count_ok)

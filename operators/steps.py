@@ -167,7 +167,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
             if view is None:
                 view = self.outputs.view()
             writes.extend(learn_recs(recs, ev, learned.weight, view))
-            out.append(ModelUpdate(ev.user_id, ev, learned.weight, learned.closed))
+            out.append(ModelUpdate.of(ev, learned.weight, learned.closed))
         if writes:
             self.outputs.write(writes)
         return out, self.RETAIN
@@ -182,7 +182,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
             writes.append(self._profile(st.profile_doc(st.profile.last_seen or 0)))
         if writes:
             self.outputs.write(writes)
-        return [ModelUpdate(st.user_id, None, 0.0, closed)] if closed else []
+        return [ModelUpdate.closing(st.user_id, closed)] if closed else []
 
     def on_eof(self) -> Tuple[Iterable[UserOut], bool]:
         return self._final(), self.RETAIN
@@ -233,11 +233,11 @@ ModelIn = Union[ModelUpdate, DeadLetter, PartitionEnd]
 
 
 def _update_ts(up: ModelUpdate) -> int:
-    return up.event.ts if up.event is not None else 0
+    return up.ts
 
 
 def _update_key(up: ModelUpdate):
-    return (up.event.src, up.event.seq) if up.event is not None else None
+    return (up.src, up.seq) if up.event else None
 
 
 def _update_user(up: ModelUpdate) -> str:

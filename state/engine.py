@@ -27,7 +27,7 @@ Example:
 
 >>> from pulse.operators.events import Event
 >>> eng = Engine(EngineConfig())
->>> writes = eng.learn_one(ModelUpdate("u1", Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ()))
+>>> writes = eng.learn_one(ModelUpdate.of(Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ()))
 >>> sorted(w.key for w in writes)
 ['pulse:item:{a}:nbrs', 'pulse:item:{a}:similar', 'pulse:meta', 'pulse:segments', 'pulse:trending']
 """
@@ -55,14 +55,28 @@ from pulse.state.view import MAX_ITEM_CATEGORIES, ItemCategories
 
 
 class ModelUpdate(NamedTuple):
-    """What the user step sends the model step for one user: the accepted event (None
-    when only windows closed: end of input, idle timer), its weight, and the user's
-    windows that closed."""
+    """What the user step sends the model step for one user: the accepted event's item,
+    categories, event time, weight and position (partition ``src``, index ``seq``), and
+    the user's windows that closed. ``event`` is False when only windows closed (end of
+    input, an idle user). Plain values, not the :class:`Event`: it crosses processes."""
 
     user_id: str
-    event: Optional[Event]
+    event: bool
+    item_id: Optional[str]
+    category: tuple[str, ...]
+    ts: int
     weight: float
     windows: Sequence[WindowAgg]
+    src: str = ""
+    seq: int = -1
+
+    @classmethod
+    def of(cls, ev: Event, weight: float, windows: Sequence[WindowAgg]) -> "ModelUpdate":
+        return cls(ev.user_id, True, ev.item_id, ev.category, ev.ts, weight, windows, ev.src, ev.seq)
+
+    @classmethod
+    def closing(cls, user_id: str, windows: Sequence[WindowAgg]) -> "ModelUpdate":
+        return cls(user_id, False, None, (), 0, 0.0, windows)
 
 
 @dataclass(frozen=True)
@@ -198,7 +212,6 @@ class Engine:
         """Fold in one update; returns the writes it causes."""
         writes: list[Write] = []
         st = self.user(up.user_id)
-        ev = up.event
         if up.windows:
             verdict = (st.segment, st.traits, st.anomaly)
             for window in up.windows:
@@ -207,11 +220,11 @@ class Engine:
                 writes.append(self._verdict_write(up.user_id, st))
                 if st.anomaly["flagged"] and not verdict[2]["flagged"]:
                     writes.append(self._flagged_list(up.user_id, st))
-        if ev is not None:
+        if up.event:
             self.events += 1
-            if ev.ts > self.clock:
-                self.clock = ev.ts
-            self._learn_event(st, ev, up.weight)
+            if up.ts > self.clock:
+                self.clock = up.ts
+            self._learn_event(st, up)
         if self._global_at is None or self._gq_pos < len(self._gq) or (
             self.events - self._global_events >= self.config.global_min_events
         ):
@@ -246,19 +259,19 @@ class Engine:
         doc = {"user_id": user_id, "segment": st.segment, "segment_traits": list(st.traits), "anomaly": st.anomaly}
         return Put(self.keys.verdict(user_id), orjson.dumps(doc), self.config.user_ttl_s)
 
-    def _learn_event(self, st: UserModelState, ev: Event, weight: float) -> None:
-        item = ev.item_id
+    def _learn_event(self, st: UserModelState, up: ModelUpdate) -> None:
+        item, weight = up.item_id, up.weight
         if item is None:
             return
         number = self.index.add(item)
-        category = ev.category
+        category = up.category
         if category and self.item_categories.get(item) != category[:MAX_ITEM_CATEGORIES]:
             self.item_categories[item] = category[:MAX_ITEM_CATEGORIES]
             self.categories.set(number, category)
         flagged = st.anomaly["flagged"]
         if not flagged and weight > 0:
             # Flagged users do not feed the global models.
-            ts = ev.ts
+            ts = up.ts
             self.trending.learn_one(item, weight, ts)
             for cat in category:
                 t = self.by_category.get(cat)

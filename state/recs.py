@@ -19,7 +19,7 @@ Example:
 >>> from pulse.operators.events import Event
 >>> eng = Engine(EngineConfig(recs_interval_s=0))
 >>> ev = Event(user_id="u1", type="view", ts=1_000, item_id="a")
->>> _ = eng.learn_one(ModelUpdate("u1", ev, 1.0, ()))
+>>> _ = eng.learn_one(ModelUpdate.of(ev, 1.0, ()))
 >>> recs, st = Recommender(eng.config), UserRecs()
 >>> [w.key for w in recs.learn_one(st, ev, 1.0, LocalView(eng))]
 ['pulse:user:{u1}:recs']

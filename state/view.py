@@ -29,7 +29,7 @@ Example:
 >>> from pulse.state.engine import Engine, EngineConfig, ModelUpdate
 >>> from pulse.operators.events import Event
 >>> eng = Engine(EngineConfig())
->>> _ = eng.learn_one(ModelUpdate("u1", Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ()))
+>>> _ = eng.learn_one(ModelUpdate.of(Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ()))
 >>> view = LocalView(eng)
 >>> c = view.parts(("a",), (), None, False, 1_000)
 >>> [c.kind_names[k] for k in c.kinds]
