@@ -304,7 +304,7 @@ class LiveKafkaSource(FixedPartitionedSource[Raw, tuple]):
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.partition.eof": False,  # a live run ends on StopControl's word, not at the end of the topic
-            "statistics.interval.ms": 1000,  # the lag gauge, see _LivePartition._stats
+            "statistics.interval.ms": 1000,  # feeds the lag gauge (the partition's stats callback)
             "error_cb": _error_cb,
             "logger": _rdkafka_log,
         }

@@ -92,7 +92,7 @@ def run_flow(flow, workers: int, recovery: Optional[RecoveryConfig], snapshot_s:
     if os.environ.get("BYTEWAX_DATAFLOW_API_ENABLED") is not None:
         # Bytewax serves /metrics and /dataflow (port BYTEWAX_DATAFLOW_API_PORT, 3030)
         # only from the entry point its own `python -m bytewax.run` uses.
-        from bytewax._bytewax import cli_main
+        from bytewax.run import cli_main
 
         cli_main(flow, workers_per_process=workers, process_id=process_id if addresses else None,
                  addresses=list(addresses) if addresses else None, epoch_interval=epoch, recovery_config=recovery)
