@@ -2,14 +2,24 @@
 
 Each event adds ``action weight × dwell factor`` to the user's affinity for its item and
 its categories, and every affinity decays in event time: a weight ``w`` that arrived
-``age`` milliseconds ago counts ``w · e^(−λ·age)`` with ``λ = ln 2 / half_life``. Scores
-are stored as (value, as-of time) pairs and decayed lazily, so an update is O(1).
+``age`` milliseconds ago counts ``w · e^(−λ·age)`` with ``λ = ln 2 / half_life``.
 
 Dwell is implicit feedback: a dwell longer than ``long_dwell_ms`` boosts the item (up to
 ×2), one shorter than ``quick_exit_ms`` (a bounce) turns the weight slightly negative.
 
-State is bounded: at most ``max_categories`` category and ``max_items`` item affinities
-(the weakest are dropped), a capped list of recent items and of purchased items.
+Scores use forward decay (see :mod:`pulse.state.trending`): they are stored relative to
+a landmark time, so an update is one multiplication by ``e^(λ·(t − landmark))`` and
+ranking never needs a pass of ``exp`` over all keys; the landmark moves forward (every
+score rescaled once) before stored values could overflow.
+
+One profile exists per user, so it is laid out for size: the numbers (first and last
+event time, dwell total and count, the landmark, the decayed engagement, then every
+category score and every item score) share one ``array('d')``, and the category and
+item ids one tuple beside it (categories first; a tuple is rebuilt only when an id comes
+or goes), the ids interned so that users share one copy of each. Event times, dwell totals and counts are integers, exact in a double up to
+2^53. The counts per event type are packed in one integer, :data:`COUNT_BITS` bits per
+type. At most ``2 × max_categories`` categories and ``2 × max_items`` items are kept: when
+a table reaches that, it keeps its ``max_*`` strongest.
 
 Example:
 
@@ -21,16 +31,22 @@ Example:
 1.0
 >>> round(p.category_scores(3_600_000)["shoes"], 2)   # 5, one half-life ago
 2.5
+>>> p.counts, p.last_seen
+({'purchase': 1, 'view': 1}, 3600000)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from operator import itemgetter
+import sys
+from array import array
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from functools import lru_cache
+from operator import neg
+from typing import Any, Mapping, Optional
 
-from pulse.operators.events import Event
+from pulse.operators.events import EVENT_TYPES, Event
 
 #: Default action weights per event type (``rate`` is scaled by the rating, see below).
 DEFAULT_ACTION_WEIGHTS: dict[str, float] = {
@@ -48,6 +64,43 @@ DEFAULT_ACTION_WEIGHTS: dict[str, float] = {
 }
 
 
+def compact_config(config: Any) -> tuple:
+    """A frozen dataclass config as the (field, value) pairs that differ from its
+    defaults, nested configs likewise, mappings and lists as tuples: short to pickle and
+    hashable. Configs pickle as ``restore_config, (type, compact_config(config))``, so a
+    snapshot of a user carries a few bytes of config, not the whole of it."""
+    default = type(config)()
+    changes = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value == getattr(default, f.name):
+            continue
+        if dataclasses.is_dataclass(value):
+            value = compact_config(value)
+        elif isinstance(value, Mapping):
+            value = tuple(value.items())
+        elif isinstance(value, list):
+            value = tuple(value)
+        changes.append((f.name, value))
+    return tuple(changes)
+
+
+@lru_cache(maxsize=None)
+def restore_config(cls: type, changes: tuple) -> Any:
+    """The config of :func:`compact_config`: one instance per distinct config, shared by
+    every user loaded from a snapshot (rather than a copy each)."""
+    default = cls()
+    kwargs = {}
+    for name, value in changes:
+        was = getattr(default, name)
+        if dataclasses.is_dataclass(was):
+            value = restore_config(type(was), value)
+        elif isinstance(was, Mapping):
+            value = dict(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
 @dataclass(frozen=True)
 class ProfileConfig:
     half_life_s: float = 7 * 24 * 3600
@@ -56,13 +109,13 @@ class ProfileConfig:
     quick_exit_ms: int = 3_000
     max_categories: int = 32
     max_items: int = 50
-    max_recent: int = 50
-    max_seen: int = 2_000
-    max_purchased: int = 200
 
-    @property
-    def decay_per_ms(self) -> float:
-        return math.log(2) / (self.half_life_s * 1000)
+    def __post_init__(self) -> None:
+        #: λ = ln 2 / half-life, per millisecond (computed once: every event needs it)
+        object.__setattr__(self, "decay_per_ms", math.log(2) / (self.half_life_s * 1000))
+
+    def __reduce__(self):
+        return restore_config, (type(self), compact_config(self))
 
 
 def event_weight(ev: Event, config: ProfileConfig) -> float:
@@ -81,189 +134,160 @@ def event_weight(ev: Event, config: ProfileConfig) -> float:
     return w
 
 
-class DecayedScores:
-    """A bounded map key → score decaying in event time.
+#: bits per event type in the packed counts (a count wraps past 2^40 events of one type)
+COUNT_BITS = 40
+_COUNT_MASK = (1 << COUNT_BITS) - 1
+_TYPE_SHIFT = {t: COUNT_BITS * i for i, t in enumerate(EVENT_TYPES)}
 
-    Forward decay (see :mod:`pulse.state.trending`): scores are stored relative to a
-    landmark, so an update is one multiplication and the ranking never needs a pass of
-    ``exp`` over all keys. The best few keys (as last asked for by :meth:`at`) are kept
-    in order as scores grow, so that a profile document does not sort the table."""
-
-    __slots__ = ("cap", "decay", "landmark", "values", "_top", "_top_n")
-
-    def __init__(self, cap: int, decay_per_ms: float) -> None:
-        self.cap = cap
-        self.decay = decay_per_ms
-        self.landmark: Optional[int] = None
-        self.values: dict[str, float] = {}
-        self._top: Optional[list[str]] = None  # the best _top_n keys, by (-score, key)
-        self._top_n = 0
-
-    def add(self, key: str, weight: float, ts: int) -> None:
-        if self.landmark is None:
-            self.landmark = ts
-        x = self.decay * (ts - self.landmark)
-        if x > 300.0:  # rebase before the stored values could overflow
-            f = math.exp(-x)
-            self.values = {k: v * f for k, v in self.values.items()}
-            self.landmark, x = ts, 0.0
-        self._bump(key, weight * math.exp(x))
-
-    def at(self, now: int, top: Optional[int] = None, digits: Optional[int] = None) -> dict[str, float]:
-        """Scores as of event time ``now``, strongest first, ties by key (the ``top``
-        ones; rounded to ``digits`` when given)."""
-        if self.landmark is None:
-            return {}
-        values = self.values
-        if top is not None and top == self._top_n and self._top is not None:
-            keys = self._top
-        else:
-            keys = sorted(values, key=values.get, reverse=True)
-            n = len(keys)
-            end = n if top is None else min(top, n)
-            i = 0
-            while i < end:  # runs of equal scores (also across the cut) rank by key
-                v = values[keys[i]]
-                j = i + 1
-                while j < n and values[keys[j]] == v:
-                    j += 1
-                if j - i > 1:
-                    keys[i:j] = sorted(keys[i:j])
-                i = j
-            del keys[end:]
-            if top is not None:
-                self._top, self._top_n = list(keys), top
-        f = math.exp(-self.decay * (now - self.landmark))
-        if digits is not None:
-            scale = 10.0**digits  # round(x * 10^d) / 10^d: round(x, d) without its slow path
-            f *= scale
-            return {k: round(values[k] * f) / scale for k in keys}
-        return {k: values[k] * f for k in keys}
-
-    def _bump(self, key: str, inc: float) -> None:
-        """Add an increment already scaled to the landmark (see :class:`UserProfile`)."""
-        values = self.values
-        v = values[key] = values.get(key, 0.0) + inc
-        if len(values) > 2 * self.cap:  # amortised: prune back to cap once it doubles
-            self.values = dict(sorted(values.items(), key=itemgetter(1), reverse=True)[: self.cap])
-            self._top = None
-            return
-        top = self._top
-        if top is None:
-            return
-        if key in top:
-            if inc < 0:  # one of the best may fall behind others: rank again when asked
-                self._top = None
-                return
-            i = top.index(key)
-        elif len(top) < self._top_n:
-            i = len(top)
-            top.append(key)
-        else:
-            last = top[-1]
-            lv = values[last]
-            if v < lv or (v == lv and key > last):
-                return
-            i = len(top) - 1
-        while i > 0:  # move up past the keys it now beats
-            prev = top[i - 1]
-            pv = values[prev]
-            if v < pv or (v == pv and key > prev):
-                break
-            top[i] = prev
-            i -= 1
-        top[i] = key
+# The numbers before the scores.
+FIRST, LAST, DWELL_TOTAL, DWELL_N, LANDMARK, ACTIVITY, SCORES = range(7)
 
 
 class UserProfile:
-    """A user's decay-weighted affinities, counts and recent activity."""
+    """A user's decay-weighted affinities, counts and dwell."""
+
+    __slots__ = ("config", "_numbers", "_keys", "_n_categories", "_counts")
 
     def __init__(self, config: ProfileConfig = ProfileConfig(), half_life_s: Optional[float] = None) -> None:
         if half_life_s is not None:
-            config = ProfileConfig(**{**config.__dict__, "half_life_s": half_life_s})
+            config = dataclasses.replace(config, half_life_s=half_life_s)
         self.config = config
-        decay = config.decay_per_ms
-        self.categories = DecayedScores(config.max_categories, decay)
-        self.items = DecayedScores(config.max_items, decay)
-        self.activity = DecayedScores(1, decay)  # one key: decayed engagement
-        self._decay = decay
-        self._landmark: Optional[int] = None  # shared by the three tables
-        self.counts: dict[str, int] = {}
-        self.first_seen: Optional[int] = None
-        self.last_seen: Optional[int] = None
-        self.recent: list[tuple[str, int, float]] = []  # (item, ts, weight), newest last
-        self.seen: dict[str, None] = {}  # insertion-ordered set of items interacted with
-        self.purchased: dict[str, None] = {}
-        self.dwell_total_ms = 0
-        self.dwell_n = 0
+        self._numbers = array("d", bytes(8 * SCORES))  # see FIRST ... ACTIVITY, then the scores
+        self._keys: tuple[str, ...] = ()  # the ids of the scores: categories, then items
+        self._n_categories = 0
+        self._counts = 0  # packed, COUNT_BITS per event type; 0 before the first event
 
-    def _growth(self, ts: int) -> float:
-        """``e^(λ·(ts − landmark))`` of the three tables, which share one landmark."""
-        tables = (self.categories, self.items, self.activity)
-        if self._landmark is None:
-            self._landmark = ts
-            for t in tables:
-                t.landmark = ts
-        x = self._decay * (ts - self._landmark)
-        if x > 300.0:  # rebase before the stored values could overflow
-            f = math.exp(-x)
-            for t in tables:
-                t.values = {k: v * f for k, v in t.values.items()}
-                t.landmark = ts
-            self._landmark, x = ts, 0.0
-        return math.exp(x)
+    @property
+    def counts(self) -> dict[str, int]:
+        """Events per type (the types seen), by type name."""
+        packed = self._counts
+        seen = []
+        i = 0
+        while packed:
+            n = packed & _COUNT_MASK
+            if n:
+                seen.append((EVENT_TYPES[i], n))
+            packed >>= COUNT_BITS
+            i += 1
+        if len(seen) > 1:
+            seen.sort()
+        return dict(seen)
+
+    @property
+    def first_seen(self) -> Optional[int]:
+        return int(self._numbers[FIRST]) if self._counts else None
+
+    @property
+    def last_seen(self) -> Optional[int]:
+        return int(self._numbers[LAST]) if self._counts else None
 
     def learn_one(self, ev: Event) -> float:
         """Fold one event in; returns its weight."""
-        cfg = self.config
-        w = event_weight(ev, cfg)
+        w = event_weight(ev, self.config)
         ts = ev.ts
-        kind = ev.type
-        counts = self.counts
-        counts[kind] = counts.get(kind, 0) + 1
-        first, last = self.first_seen, self.last_seen
-        self.first_seen = ts if first is None or ts < first else first
-        self.last_seen = ts if last is None or ts > last else last
-        g = self._growth(ts)
-        inc = w * g
-        self.activity._bump("e", abs(inc))
+        n = self._numbers
+        if self._counts:
+            if ts < n[FIRST]:
+                n[FIRST] = ts
+            if ts > n[LAST]:
+                n[LAST] = ts
+        else:
+            n[FIRST] = n[LAST] = n[LANDMARK] = ts
+        self._counts += 1 << _TYPE_SHIFT[ev.type]
+        inc = w * self._growth(ts)
+        n[ACTIVITY] += abs(inc)
         dwell = ev.dwell_ms
         if dwell is not None:
-            self.dwell_total_ms += dwell
-            self.dwell_n += 1
+            n[DWELL_TOTAL] += dwell
+            n[DWELL_N] += 1
         for c in ev.category:
-            self.categories._bump(c, inc)
+            self._bump(sys.intern(c), inc, True)
         item = ev.item_id
         if item is not None:
-            self.items._bump(item, inc)
-            if w > 0:
-                self.recent.append((item, ts, w))
-                if len(self.recent) > cfg.max_recent:
-                    del self.recent[0]
-            seen = self.seen
-            if item in seen:
-                del seen[item]
-            seen[item] = None
-            if len(seen) > cfg.max_seen:
-                del seen[next(iter(seen))]
-            if kind == "purchase":
-                self.purchased[item] = None
-                if len(self.purchased) > cfg.max_purchased:
-                    del self.purchased[next(iter(self.purchased))]
+            self._bump(sys.intern(item), inc, False)
         return w
 
+    def _growth(self, ts: int) -> float:
+        """``e^(λ·(ts − landmark))``."""
+        n = self._numbers
+        x = self.config.decay_per_ms * (ts - n[LANDMARK])
+        if x > 300.0:  # rebase before the stored values could overflow
+            f = math.exp(-x)
+            for i in range(ACTIVITY, len(n)):
+                n[i] *= f
+            n[LANDMARK], x = ts, 0.0
+        return math.exp(x)
+
+    def _bump(self, key: str, inc: float, category: bool) -> None:
+        """Add an increment already scaled to the landmark to a category's or an item's
+        score; a new key goes last in its table."""
+        keys = self._keys
+        nc = self._n_categories
+        lo, hi = (0, nc) if category else (nc, len(keys))
+        try:
+            i = keys.index(key, lo, hi)
+        except ValueError:
+            self._keys = keys[:hi] + (key,) + keys[hi:]
+            self._numbers.insert(SCORES + hi, 0.0 + inc)
+            if category:
+                self._n_categories = nc = nc + 1
+                hi = nc
+            else:
+                hi += 1
+            cap = self.config.max_categories if category else self.config.max_items
+            if hi - lo > 2 * cap:  # amortised: prune back to cap once it doubles
+                self._prune(lo, hi, cap)
+                if category:
+                    self._n_categories = cap
+            return
+        self._numbers[SCORES + i] += inc
+
+    def _prune(self, lo: int, hi: int, cap: int) -> None:
+        """Keep the ``cap`` strongest keys of ``keys[lo:hi]``, strongest first (ties in
+        the order they stood)."""
+        n, keys = self._numbers, self._keys
+        best = sorted(range(lo, hi), key=lambda i: n[SCORES + i], reverse=True)[:cap]
+        self._keys = keys[:lo] + tuple(keys[i] for i in best) + keys[hi:]
+        n[SCORES + lo:SCORES + hi] = array("d", [n[SCORES + i] for i in best])
+
     # -- views -----------------------------------------------------------------------
+    def _decayed(self, now: int) -> float:
+        """``e^(−λ·(now − landmark))``: what a stored score is worth as of ``now``."""
+        return math.exp(-self.config.decay_per_ms * (now - self._numbers[LANDMARK]))
+
+    def _scores(self, lo: int, hi: int, f: float, top: Optional[int] = None, digits: Optional[int] = None) -> dict[str, float]:
+        """Scores of ``keys[lo:hi]`` times ``f`` (see :meth:`_decayed`), strongest first,
+        ties by key (the ``top`` ones; rounded to ``digits`` when given)."""
+        if lo == hi:
+            return {}
+        scores = self._numbers[SCORES + lo:SCORES + hi].tolist()
+        keys = self._keys[lo:hi]
+        if top is not None and len(scores) > top:
+            # rank only what can make the top: the scores at or above the top-th largest
+            # (sorting plain floats is far cheaper than sorting (score, key) pairs)
+            least = sorted(scores, reverse=True)[top - 1]
+            ranked = sorted([(-v, k) for v, k in zip(scores, keys) if v >= least])[:top]
+        else:
+            ranked = sorted(zip(map(neg, scores), keys))  # (-score, key)
+        if digits is not None:
+            scale = 10.0**digits  # round(x * 10^d) / 10^d: round(x, d) without its slow path
+            f *= scale
+            return {k: round(-v * f) / scale for v, k in ranked}
+        return {k: -v * f for v, k in ranked}
+
     def category_scores(self, now: int) -> dict[str, float]:
-        return self.categories.at(now)
+        return self._scores(0, self._n_categories, self._decayed(now))
 
     def scores(self, now: int, frequency_scale: float = 50.0, recency_scale_s: float = 7 * 24 * 3600) -> dict:
         """Recency, frequency and engagement, each normalized to [0, 1]."""
-        total = sum(self.counts.values())
+        return self._rfm(now, sum(self.counts.values()), self._decayed(now), frequency_scale, recency_scale_s)
+
+    def _rfm(self, now: int, total: int, f: float, frequency_scale: float = 50.0,
+             recency_scale_s: float = 7 * 24 * 3600) -> dict:
         age_s = max(0, now - (self.last_seen or now)) / 1000
         recency = math.exp(-age_s / recency_scale_s)
         frequency = 1 - math.exp(-total / frequency_scale)
-        act = self.activity
-        activity = act.values.get("e", 0.0) * math.exp(-act.decay * (now - act.landmark)) if act.landmark is not None else 0.0
+        activity = self._numbers[ACTIVITY] * f if self._counts else 0.0
         engagement = 1 - math.exp(-activity / frequency_scale)
         # (round(x * 1e6) / 1e6: round(x, 6) without its slow path)
         return {"recency": round(recency * 1e6) / 1e6, "frequency": round(frequency * 1e6) / 1e6,
@@ -272,13 +296,18 @@ class UserProfile:
     def to_doc(self, now: int, top: int = 10) -> dict:
         """The profile document a frontend reads (without segment and anomaly)."""
         counts = self.counts
+        total = sum(counts.values())
+        n = self._numbers
+        nc = self._n_categories
+        seen = bool(self._counts)
+        f = self._decayed(now)  # (one landmark for every table)
         return {
-            "counts": dict(sorted(counts.items())) if len(counts) > 1 else dict(counts),
-            "events": sum(counts.values()),
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            **self.scores(now),
-            "dwell_mean_ms": round(self.dwell_total_ms / self.dwell_n, 3) if self.dwell_n else None,
-            "categories": self.categories.at(now, top, 6),
-            "items": self.items.at(now, top, 6),
+            "counts": counts,
+            "events": total,
+            "first_seen": int(n[FIRST]) if seen else None,
+            "last_seen": int(n[LAST]) if seen else None,
+            **self._rfm(now, total, f),
+            "dwell_mean_ms": round(n[DWELL_TOTAL] / n[DWELL_N], 3) if n[DWELL_N] else None,
+            "categories": self._scores(0, nc, f, top, 6),
+            "items": self._scores(nc, len(self._keys), f, top, 6),
         }
