@@ -1,10 +1,13 @@
 """Per-user state kept by the dataflow's user step: dedup, windows, the profile and the
 rule-based segments (:mod:`pulse.state.rules`).
 
-One :class:`UserState` exists per active user, on the worker that owns the user's key.
-It is deliberately small and bounded (a capped ring of recent event ids, the user's open
-windows, a capped profile) because Bytewax snapshots it at every epoch in which the user
-was active.
+One :class:`UserState` exists per active user, on the worker that owns the user's key,
+so it is laid out for size (about 1.3 KiB for a user of five events, 10 KiB for one of
+200 busy ones; see ``benchmarks/user_memory.py``), and bounded because Bytewax
+snapshots it at every epoch in which the user was active: the recent event ids as a capped ring of 8-byte hashes
+(:class:`EventIds`), the user's open windows as a short log of their events
+(:mod:`pulse.operators.windows`), the profile and the rule state as a few arrays
+(:mod:`pulse.state.profile`, :mod:`pulse.state.rules`).
 
 Example:
 
@@ -23,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
 from pulse.operators.events import Event
-from pulse.operators.windows import UserWindows, WindowAgg
-from pulse.state.profile import ProfileConfig, UserProfile
+from pulse.operators.windows import UserWindows, WindowAgg, stable_hash
+from pulse.state.profile import ProfileConfig, UserProfile, compact_config, restore_config
 from pulse.state.rules import EnthusiastRules, RuleConfig
 
 
@@ -39,6 +42,9 @@ class UserConfig:
     #: the profile document is re-sent at most once per this much event time
     profile_interval_s: float = 1.0
 
+    def __reduce__(self):  # (see pulse.state.profile.compact_config)
+        return restore_config, (type(self), compact_config(self))
+
 
 class Learned(NamedTuple):
     duplicate: bool
@@ -47,13 +53,56 @@ class Learned(NamedTuple):
     late: bool
 
 
+class EventIds(bytearray):
+    """The ids of a user's most recent events, as a ring of 8-byte hashes, oldest first.
+
+    ``event_id in ids`` asks whether an id is among them; two distinct ids are taken for
+    one only if their 64-bit hashes (:func:`~pulse.operators.windows.stable_hash`)
+    collide, about n / 2^62 for a ring of n ids.
+
+    >>> ids = EventIds()
+    >>> ids.add("e1", capacity=2), ids.add("e2", capacity=2), ids.add("e1", capacity=2)
+    (True, True, False)
+    >>> ids.add("e3", capacity=2), "e1" in ids, "e3" in ids
+    (True, False, True)
+    """
+
+    __slots__ = ()
+
+    def __contains__(self, event_id: object) -> bool:
+        return isinstance(event_id, str) and self._find(_digest(event_id)) >= 0
+
+    def add(self, event_id: str, capacity: int) -> bool:
+        """Remember ``event_id`` (forgetting the oldest beyond ``capacity`` ids); False if
+        it was already there."""
+        h = _digest(event_id)
+        if self._find(h) >= 0:
+            return False
+        self.extend(h)
+        if len(self) > 8 * capacity:
+            del self[:8]  # (cheap: a bytearray drops its head in place)
+        return True
+
+    def _find(self, h: bytes) -> int:
+        i = self.find(h)
+        while i > 0 and i % 8:  # a match across two hashes is no match
+            i = self.find(h, i + 1)
+        return i
+
+
+def _digest(event_id: str) -> bytes:
+    return stable_hash(event_id).to_bytes(8, "little", signed=True)
+
+
 class UserState:
     """Everything the user step remembers about one user."""
+
+    __slots__ = ("config", "user_id", "event_ids", "windows", "profile", "rules", "profile_sent_at", "profile_dirty")
 
     def __init__(self, config: UserConfig) -> None:
         self.config = config
         self.user_id: Optional[str] = None
-        self.event_ids: dict[str, None] = {}
+        self.event_ids = EventIds()
         self.windows = UserWindows(config.tumbling_s, config.session_gap_s, config.allowed_lateness_s)
         self.profile = UserProfile(config.profile)
         self.rules = EnthusiastRules(config.rules)
@@ -62,12 +111,8 @@ class UserState:
 
     def learn_one(self, ev: Event) -> Learned:
         self.user_id = ev.user_id
-        if ev.event_id is not None:
-            if ev.event_id in self.event_ids:
-                return Learned(True, 0.0, [], False)
-            self.event_ids[ev.event_id] = None
-            if len(self.event_ids) > self.config.dedup_capacity:
-                del self.event_ids[next(iter(self.event_ids))]
+        if ev.event_id is not None and not self.event_ids.add(ev.event_id, self.config.dedup_capacity):
+            return Learned(True, 0.0, [], False)
         weight = self.profile.learn_one(ev)
         self.rules.learn_one(ev)
         closed, late = self.windows.learn_one(ev)
