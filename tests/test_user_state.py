@@ -16,6 +16,7 @@ import gc
 import gzip
 import pickle
 import random
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -23,11 +24,12 @@ import orjson
 import pytest
 
 from pulse.flows.generate import DAY_MS, START_MS, generate
+from pulse.operators import windows
 from pulse.operators.events import Event, Raw, Validation, parse
-from pulse.operators.windows import UserWindows
+from pulse.operators.windows import MAX_CATEGORIES, MAX_ITEMS, UserWindows, stable_hash
 from pulse.state.profile import ProfileConfig
 from pulse.state.rules import RuleConfig
-from pulse.state.user import UserConfig, UserState
+from pulse.state.user import EventIds, UserConfig, UserState
 
 EXPECTED = Path(__file__).parent / "data" / "user_state_expected.jsonl.gz"
 
@@ -134,3 +136,91 @@ def test_every_output_is_the_recorded_one(name, recorded, events):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_snapshots_taken_along_the_way_change_nothing(name, recorded, events):
     assert list(trace(CONFIGS[name], events, snapshot_every=97)) == recorded[name]
+
+
+@pytest.mark.parametrize("slots", [8, 40])
+def test_folding_busy_users_logs_early_changes_nothing(slots, recorded, events, monkeypatch):
+    monkeypatch.setattr(windows, "LOG_SLOTS", slots)  # (the recorded log folds at the default too)
+    for name, config in CONFIGS.items():
+        assert list(trace(config, events)) == recorded[name]
+
+
+def ev(n: int, **fields) -> Event:
+    return Event(**{"user_id": "u", "type": "view", "ts": START_MS + n, "item_id": f"i{n}", "event_id": f"e{n}", **fields})
+
+
+def test_repeated_event_ids_are_caught_within_the_capacity_and_forgotten_beyond():
+    st = UserState(UserConfig(dedup_capacity=100))
+    for n in range(150):
+        assert not st.learn_one(ev(n)).duplicate
+    assert [st.learn_one(ev(n)).duplicate for n in (149, 50, 49, 0)] == [True, True, False, False]
+    assert "e149" in st.event_ids and "e10" not in st.event_ids
+    assert len(st.event_ids) == 8 * 100  # 8-byte hashes, no more than the capacity
+
+
+def test_a_hash_straddling_two_entries_is_no_match():
+    digest = stable_hash("x").to_bytes(8, "little", signed=True)
+    ids = EventIds(bytes(4) + digest + bytes(4))
+    assert "x" not in ids and ids.add("x", capacity=10) and "x" in ids
+
+
+def test_distinct_items_and_categories_are_capped_per_window():
+    w = UserWindows(tumbling_s=(3600,), session_gap_s=3600, allowed_lateness_s=0)
+    for n in range(MAX_ITEMS + 50):
+        w.learn_one(ev(n, category=[f"c{n}a", f"c{n}b", f"c{n}c"]))
+    hour, session = w.close_all()
+    for agg in (hour, session):
+        features = agg.features()
+        assert features["events"] == MAX_ITEMS + 50 and features["distinct_items"] == MAX_ITEMS
+        # an event's categories all count while there are fewer than the cap
+        assert features["distinct_categories"] == 3 * ((MAX_CATEGORIES + 2) // 3)
+
+
+def light_users(users: int) -> list[bytes]:
+    """Like ../shared/checks/lib/users.py: 5 events a user, one category an event."""
+    rnd = random.Random(1)
+    lines = []
+    for i in range(users * 5):
+        u = i if i < users else rnd.randrange(users)
+        it = int(rnd.paretovariate(1.2)) % 20_000
+        lines.append(orjson.dumps({"user_id": f"user-{u:07d}", "type": rnd.choice(["view", "view", "click", "dwell"]),
+                                   "ts": START_MS + i * 20, "item_id": f"item-{it}", "category": f"c{it % 40}",
+                                   "event_id": f"e{i}", "dwell_ms": 5000}))
+    return lines
+
+
+def test_a_light_user_costs_about_a_kibibyte():
+    lines, config, users = light_users(1000), UserConfig(), 1000
+    names = {u: u for u in (orjson.loads(line)["user_id"] for line in lines)}
+    states: dict[str, UserState] = {}
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n, line in enumerate(lines):  # the user step's calls, strings parsed in here
+            e = parse(Raw("log", n, line))
+            st = states.get(e.user_id)
+            if st is None:
+                st = states[names[e.user_id]] = UserState(config)
+            if st.learn_one(e).closed or st.profile_due(e.ts):
+                st.profile_doc(e.ts)
+        del e, st
+        gc.collect()
+        per_user = (tracemalloc.get_traced_memory()[0] - before - sys.getsizeof(states)) / users
+    finally:
+        tracemalloc.stop()
+    assert per_user < 1_500, f"{per_user:.0f} bytes per light user"
+    pickled = sum(len(pickle.dumps(st)) for st in states.values()) / users
+    assert pickled < 1_300, f"{pickled:.0f} bytes pickled per light user"
+
+
+def test_users_loaded_from_a_snapshot_share_their_configuration():
+    config = CONFIGS["tight"]
+    a, b = UserState(config), UserState(config)
+    a.learn_one(ev(1))
+    b.learn_one(ev(2))
+    loaded = [pickle.loads(pickle.dumps(st)) for st in (a, b)] + [copy.deepcopy(a)]
+    assert all(st.config == config for st in loaded)
+    assert len({id(st.config) for st in loaded}) == 1
+    assert len({id(st.profile.config) for st in loaded} | {id(st.config.profile) for st in loaded}) == 1
+    assert len({id(st.windows.spec) for st in loaded + [a, b]}) == 1
