@@ -185,6 +185,10 @@ class Recommender:
         st.recs_due = None
         st.recs_n += 1
         segment, recs = self.recommend(st, user_id, now, view)
+        if not recs:
+            # The models had nothing yet (the first events of a run): try again at the
+            # user's next event, on the live timer or at the end of the input.
+            st.recs_due = now
         doc = {
             "user_id": user_id,
             "recomm_id": recomm_id(user_id, now, st.recs_n),
