@@ -97,7 +97,7 @@ class WindowAgg:
     first_ms: Optional[int] = None
     last_ms: Optional[int] = None
 
-    def _add(self, kind: str, item: Optional[int], categories: tuple, dwell: Optional[int],
+    def count(self, kind: str, item: Optional[int], categories: tuple, dwell: Optional[int],
              scroll: Optional[float], ts: int) -> None:
         """Count one event (``item`` and ``categories`` as hashes)."""
         self.events += 1
@@ -351,11 +351,11 @@ class UserWindows:
                         if agg is None:
                             agg = due[size, start] = WindowAgg(spec.names[k], start, end)
                         fields = fields or _fields_at(values, i)
-                        agg._add(*fields)
+                        agg.count(*fields)
                     elif end < next_end:
                         next_end = end
             if agg_session is not None and ts >= session_until:
-                agg_session._add(*(fields or _fields_at(values, i)))
+                agg_session.count(*(fields or _fields_at(values, i)))
             i = j
         closed = [due[key] for key in sorted(due)]
         for agg in closed:
@@ -391,12 +391,12 @@ class UserWindows:
                 agg = aggregates.get((size, start))
                 if agg is None:
                     agg = aggregates[size, start] = WindowAgg(spec.names[k], start, start + size)
-                agg._add(*fields)
+                agg.count(*fields)
         if ts >= d[SESSION_UNTIL]:
             agg = aggregates.get(_SESSION)
             if agg is None:
                 agg = aggregates[_SESSION] = WindowAgg("session", ts, ts)
-            agg._add(*fields)
+            agg.count(*fields)
 
 
 def _length(code: int) -> int:
@@ -405,7 +405,7 @@ def _length(code: int) -> int:
 
 
 def _fields_at(values: list, i: int) -> tuple:
-    """The fields of WindowAgg._add of the event logged at ``values[i]``."""
+    """The fields of WindowAgg.count of the event logged at ``values[i]``."""
     ts, code = values[i], values[i + 1]
     j = i + 2
     item = None
@@ -421,7 +421,7 @@ def _fields_at(values: list, i: int) -> tuple:
 
 
 def _fields(ev: Event) -> tuple:
-    """The fields of WindowAgg._add of an event."""
+    """The fields of WindowAgg.count of an event."""
     item = ev.item_id
     return (ev.type, None if item is None else stable_hash(item), tuple(map(stable_hash, ev.category)),
             ev.dwell_ms, ev.scroll_pct, ev.ts)
