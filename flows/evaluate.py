@@ -32,6 +32,7 @@ from pulse.flows.config import Settings
 from pulse.flows.replay import make_format
 from pulse.flows.sources import RecordedLogSource
 from pulse.operators.events import Event, Raw
+from pulse.operators.windows import summarize
 from pulse.state.engine import Engine, ModelUpdate
 from pulse.state.recs import Recommender, UserRecs
 from pulse.state.user import UserState
@@ -225,7 +226,7 @@ def evaluate(
             if st.profile_due(ev.ts):
                 rec_state.categories = list(st.profile_doc(ev.ts)["categories"].items())[:3]
             recommender.learn_one(rec_state, ev, learned.weight, view)
-            engine.learn_one(ModelUpdate.of(ev, learned.weight, learned.closed))
+            engine.learn_one(ModelUpdate.of(ev, learned.weight, summarize(learned.closed, engine_config.model_windows)))
         pulse_seconds += clock() - t0
         pulse_cpu += cpu() - c0
         if on_progress is not None and n % 2000 == 0:

@@ -30,6 +30,7 @@ from bytewax.operators import StatefulBatchLogic
 from pulse.operators.events import DeadLetter, Event, PartitionEnd, Raw
 from pulse.operators.formats import Format
 from pulse.operators.order import SequencedMerge
+from pulse.operators.windows import summarize
 from pulse.state.engine import Engine, EngineConfig, ModelUpdate
 from pulse.state.recs import Recommender, UserRecs
 from pulse.state.store import Put, Write
@@ -167,7 +168,8 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
             if view is None:
                 view = self.outputs.view()
             writes.extend(learn_recs(recs, ev, learned.weight, view))
-            out.append(ModelUpdate.of(ev, learned.weight, learned.closed))
+            closed = summarize(learned.closed, self.options.engine.model_windows) if learned.closed else ()
+            out.append(ModelUpdate.of(ev, learned.weight, closed))
         if writes:
             self.outputs.write(writes)
         return out, self.RETAIN
@@ -176,7 +178,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
         st = self.state
         if st.user_id is None:
             return []
-        closed = st.windows.close_all()
+        closed = summarize(st.windows.close_all(), self.options.engine.model_windows)
         writes = self.outputs.recommender.pending(self.recs, st.user_id, self.outputs.view())
         if st.profile_dirty:
             writes.append(self._profile(st.profile_doc(st.profile.last_seen or 0)))

@@ -21,7 +21,7 @@ Example:
 
 >>> from pulse.operators.windows import WindowAgg
 >>> det = AnomalyDetector(AnomalyConfig(warmup=0, min_events=1, learn_min_events=1))
->>> v = det.learn_one(WindowAgg("tumbling:60", 0, 60_000, events=2, counts={"view": 2}))
+>>> v = det.learn_one(WindowAgg("tumbling:60", 0, 60_000, events=2, counts={"view": 2}).summary())
 >>> sorted(v)
 ['clear_in', 'flagged', 'reason', 'score']
 """
@@ -34,7 +34,7 @@ from typing import Optional
 
 from river import anomaly, preprocessing, stats
 
-from pulse.operators.windows import WindowAgg
+from pulse.operators.windows import WindowSummary
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,12 @@ class AnomalyConfig:
     learn_min_events: int = 5
 
 
-def minute_features(w: WindowAgg) -> dict[str, float]:
+def minute_features(w: WindowSummary) -> dict[str, float]:
     """The anomaly features of one window."""
-    clicks = w.counts.get("click", 0)
+    clicks = w.clicks
     return {
         "events": math.log1p(w.events),
-        "items": math.log1p(len(w.items)),
+        "items": math.log1p(w.distinct_items),
         "clicks": math.log1p(clicks),
         "clicks_per_view": min(clicks / max(w.views, 1), 5.0),
         "no_dwell": 1.0 / (1.0 + w.dwell_mean_ms / 1000),
@@ -67,8 +67,8 @@ def minute_features(w: WindowAgg) -> dict[str, float]:
 
 _RAW = {
     "events": lambda w: w.events,
-    "items": lambda w: len(w.items),
-    "clicks": lambda w: w.counts.get("click", 0),
+    "items": lambda w: w.distinct_items,
+    "clicks": lambda w: w.clicks,
 }
 
 
@@ -85,10 +85,10 @@ class AnomalyDetector:
         self.seen = 0
         self.flags = 0
 
-    def score_one(self, w: WindowAgg) -> float:
+    def score_one(self, w: WindowSummary) -> float:
         return self.model.score_one(self.scaler.transform_one(minute_features(w)))
 
-    def learn_one(self, w: WindowAgg, previous: Optional[dict] = None) -> dict:
+    def learn_one(self, w: WindowSummary, previous: Optional[dict] = None) -> dict:
         """Score one window, then learn from it; returns the user's verdict."""
         if w.events < self.config.learn_min_events:
             score = 0.0
@@ -122,7 +122,7 @@ class AnomalyDetector:
                 return {**previous, "score": round(score, 6), "clear_in": left}
         return {"score": round(score, 6), "flagged": False, "reason": "", "clear_in": 0}
 
-    def _reason(self, w: WindowAgg) -> str:
+    def _reason(self, w: WindowSummary) -> str:
         best, ratio = "events", -1.0
         for name, fn in _RAW.items():
             r = fn(w) / max(self.means[name].get(), 1.0)

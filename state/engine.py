@@ -44,7 +44,7 @@ import orjson
 
 from pulse.operators.events import Event
 from pulse.operators.recommend import BlendConfig, Candidates, Scratch, blend_parts
-from pulse.operators.windows import WindowAgg
+from pulse.operators.windows import WindowSummary
 from pulse.state.anomaly import AnomalyConfig, AnomalyDetector
 from pulse.state.covisit import CoVisitation, ItemIndex
 from pulse.state.keys import SCHEMA_VERSION, KeySchema
@@ -57,8 +57,9 @@ from pulse.state.view import MAX_ITEM_CATEGORIES, ItemCategories
 class ModelUpdate(NamedTuple):
     """What the user step sends the model step for one user: the accepted event's item,
     categories, event time, weight and position (partition ``src``, index ``seq``), and
-    the user's windows that closed. ``event`` is False when only windows closed (end of
-    input, an idle user). Plain values, not the :class:`Event`: it crosses processes."""
+    summaries of the user's windows that closed, of the kinds a model learns from
+    (:attr:`EngineConfig.model_windows`). ``event`` is False when only windows closed (end
+    of input, an idle user). Plain values, not the :class:`Event`: it crosses processes."""
 
     user_id: str
     event: bool
@@ -66,16 +67,16 @@ class ModelUpdate(NamedTuple):
     category: tuple[str, ...]
     ts: int
     weight: float
-    windows: Sequence[WindowAgg]
+    windows: Sequence[WindowSummary]
     src: str = ""
     seq: int = -1
 
     @classmethod
-    def of(cls, ev: Event, weight: float, windows: Sequence[WindowAgg]) -> "ModelUpdate":
+    def of(cls, ev: Event, weight: float, windows: Sequence[WindowSummary]) -> "ModelUpdate":
         return cls(ev.user_id, True, ev.item_id, ev.category, ev.ts, weight, windows, ev.src, ev.seq)
 
     @classmethod
-    def closing(cls, user_id: str, windows: Sequence[WindowAgg]) -> "ModelUpdate":
+    def closing(cls, user_id: str, windows: Sequence[WindowSummary]) -> "ModelUpdate":
         return cls(user_id, False, None, (), 0, 0.0, windows)
 
 
@@ -106,8 +107,12 @@ class EngineConfig:
     similar_size: int = 20
     user_ttl_s: int = 30 * 86_400
     max_users: int = 1_000_000
-    max_recent: int = 50
     max_seen: int = 2_000
+
+    @property
+    def model_windows(self) -> frozenset:
+        """The window kinds the models learn from (the user step sends only those)."""
+        return frozenset((self.segments.window, self.anomaly.window))
 
 
 class UserModelState:
@@ -116,7 +121,7 @@ class UserModelState:
     __slots__ = ("recent", "segment", "traits", "anomaly")
 
     def __init__(self) -> None:
-        self.recent: list[str] = []  # distinct items, most recent last
+        self.recent: list[str] = []  # the last covisit_window distinct items, most recent last
         self.segment: Optional[str] = None
         self.traits: tuple[str, ...] = ()
         self.anomaly: dict = _NOT_FLAGGED
@@ -294,10 +299,10 @@ class Engine:
                 if item in recent:
                     recent.remove(item)  # keep items distinct: a revisit moves it to the end
                 recent.append(item)
-                if len(recent) > self.config.max_recent:
+                if len(recent) > self.config.covisit_window:  # (co-visitation pairs no older ones)
                     del recent[0]
 
-    def _learn_window(self, user_id: str, st: UserModelState, window: WindowAgg, writes: list[Write]) -> None:
+    def _learn_window(self, user_id: str, st: UserModelState, window: WindowSummary, writes: list[Write]) -> None:
         if window.kind == self.config.anomaly.window:
             was = st.anomaly["flagged"]
             verdict = self.detector.learn_one(window, st.anomaly)

@@ -16,7 +16,7 @@ Example:
 
 >>> from pulse.operators.windows import WindowAgg
 >>> seg = Segmenter(SegmentConfig(n_clusters=2, seed=1))
->>> w = WindowAgg("session", 0, 60_000, events=3, counts={"view": 2, "click": 1})
+>>> w = WindowAgg("session", 0, 60_000, events=3, counts={"view": 2, "click": 1}).summary()
 >>> segment, traits = seg.learn_one(w)
 >>> segment in {"s0", "s1"}
 True
@@ -30,7 +30,7 @@ from typing import Optional
 
 from river import cluster, preprocessing
 
-from pulse.operators.windows import WindowAgg
+from pulse.operators.windows import WindowSummary
 
 #: feature name -> (words when high, words when low)
 TRAITS = {
@@ -54,12 +54,12 @@ class SegmentConfig:
     trait_z: float = 0.5
 
 
-def window_features(w: WindowAgg) -> dict[str, float]:
+def window_features(w: WindowSummary) -> dict[str, float]:
     """The segmentation features of one window."""
     events = max(w.events, 1)
     return {
         "activity": math.log1p(w.events),
-        "breadth": len(w.items) / events,
+        "breadth": w.distinct_items / events,
         "ctr": min(w.ctr, 2.0),
         "cart": w.cart_rate,
         "purchase": w.purchase_rate,
@@ -89,7 +89,7 @@ class Segmenter:
         self.learned = 0
         self._last_centers: dict[int, dict[str, float]] = {}
 
-    def learn_one(self, window: WindowAgg) -> tuple[str, list[str]]:
+    def learn_one(self, window: WindowSummary) -> tuple[str, list[str]]:
         """Learn from one window and return (segment id, traits) for it."""
         x = window_features(window)
         self.scaler.learn_one(x)
