@@ -42,10 +42,11 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _settings(config: Optional[Path], redis: Optional[str], prefix: Optional[str]) -> Settings:
+def _settings(config: Optional[Path], redis: Optional[str], prefix: Optional[str], **options) -> Settings:
+    """The settings, with the options given on the command line (those not None) winning."""
     if config is not None:
         os.environ["PULSE_CONFIG"] = str(config)
-    overrides = {}
+    overrides = {name: value for name, value in options.items() if value is not None}
     if redis:
         overrides["redis_url"] = redis
     if prefix:
@@ -365,6 +366,50 @@ def record_cmd(
     except _live_errors() as e:
         _fail(str(e))
     _print_summary(result)
+
+
+@app.command("collect")
+def collect_cmd(
+    brokers: str = BrokersOpt,
+    topic: str = TopicOpt,
+    host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1; env PULSE_COLLECT_HOST)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default 8080; env PULSE_COLLECT_PORT).", min=0, max=65535),
+    demo_shop: bool = typer.Option(False, "--demo-shop", help="Also serve the demo shop at /shop (needs --redis for its recommendations)."),
+    redis: Optional[str] = RedisOpt,
+    cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="An origin allowed to POST from a browser, e.g. https://shop.example (repeatable)."),
+    stamp_user_agent: Optional[bool] = typer.Option(None, "--stamp-user-agent/--no-stamp-user-agent", help="Put the request's User-Agent into each event."),
+    stamp_ip: Optional[str] = typer.Option(None, "--stamp-ip", help="Add the client IP to each event: none, ip, or hash (keyed by PULSE_COLLECT_IP_HASH_KEY)."),
+    rate_limit: Optional[float] = typer.Option(None, "--rate-limit", help="Requests per second per client IP; 0 = no limit (default 20).", min=0),
+    max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes", help="Largest request body, before and after gzip (default 1 MiB).", min=1024),
+    max_events: Optional[int] = typer.Option(None, "--max-events", help="Most events in one request (default 500).", min=1),
+    connect_timeout: float = ConnectOpt,
+    prefix: Optional[str] = PrefixOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Serve the HTTP collector: POST /events (validated, produced to Kafka keyed by
+    user), /pulse.js (the browser tracker), /healthz, /metrics, and with --demo-shop a
+    demo shop at /shop. Runs until Ctrl-C / SIGTERM, then delivers what is queued."""
+    from pydantic import ValidationError
+
+    from pulse.flows.collect import serve
+
+    try:
+        settings = _settings(config, redis, prefix, collect_host=host, collect_port=port,
+                             collect_cors_origins=tuple(cors_origin) if cors_origin else None,
+                             collect_stamp_user_agent=stamp_user_agent, collect_stamp_ip=stamp_ip, collect_rate_per_s=rate_limit,
+                             collect_max_body_bytes=max_body_bytes, collect_max_events=max_events)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        _fail(f"setting {'.'.join(str(p) for p in first['loc'])}: {first['msg']} (see `pulse config`)")
+    try:
+        result = serve(settings, brokers, topic, demo_shop=demo_shop, connect_timeout_s=connect_timeout)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    except _live_errors() as e:
+        _fail(str(e))
+    _print_summary(result)
+    if result["undelivered"]:
+        raise typer.Exit(1)
 
 
 @app.command("config")

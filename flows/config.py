@@ -5,9 +5,9 @@ win). ``pulse config`` prints the effective values."""
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from pulse.operators.recommend import BlendConfig
@@ -58,6 +58,22 @@ class Settings(BaseSettings):
     anomaly_min_events: int = 30
     live_idle_s: float = Field(1800.0, description="live runs: evict users idle this long (wall clock)")
     gc_threshold: int = Field(50_000, description="allocations between young-generation garbage collections")
+    # the HTTP collector (pulse collect)
+    collect_host: str = Field("127.0.0.1", description="collector: address to listen on")
+    collect_port: int = Field(8080, ge=0, le=65535, description="collector: port to listen on")
+    collect_max_body_bytes: int = Field(1 << 20, ge=1024, description="collector: largest request body, before and after gzip")
+    collect_max_events: int = Field(500, ge=1, description="collector: most events in one request")
+    collect_rate_per_s: float = Field(20.0, ge=0, description="collector: requests per second per client IP (token bucket); 0 = no limit")
+    collect_rate_burst: float = Field(40.0, ge=1, description="collector: requests a client may send at once before the rate applies")
+    collect_cors_origins: tuple[str, ...] = Field((), description="collector: origins allowed to POST from a browser (CORS), e.g. https://shop.example")
+    collect_stamp_user_agent: bool = Field(False, description="collector: put the request's User-Agent into each event (crawlers then get bot_user_agent)")
+    collect_stamp_ip: Literal["none", "ip", "hash"] = Field("none", description="collector: add the client IP to each event: none, ip, or hash (HMAC with collect_ip_hash_key)")
+    collect_ip_hash_key: Optional[SecretStr] = Field(None, description="collector: secret key of the IP hash (collect_stamp_ip=hash)")
+    collect_forwarded_allow_ips: Optional[str] = Field(None, description="collector: proxies whose X-Forwarded-For is trusted for the client IP (comma-separated, or *)")
+    collect_queue_max: int = Field(100_000, ge=1, description="collector: events waiting for Kafka before requests get 503 + Retry-After")
+    collect_retry_after_s: int = Field(1, ge=1, description="collector: Retry-After of a 503 when the queue is full")
+    collect_linger_ms: float = Field(5.0, ge=0, description="collector: how long the producer batches messages")
+    collect_message_timeout_ms: int = Field(300_000, ge=1000, description="collector: a message not delivered in this time fails and is produced again")
 
     @classmethod
     def settings_customise_sources(
