@@ -202,6 +202,10 @@ class ClientBuckets:
         self.max_clients = max_clients
         self._buckets: dict[str, tuple[float, float]] = {}
 
+    def __len__(self) -> int:
+        """How many clients are tracked."""
+        return len(self._buckets)
+
     def take(self, client: str, now: float) -> float:
         """0 when ``client`` may send a request now, else the seconds until it may."""
         tokens, at = self._buckets.get(client, (self.burst, now))
