@@ -19,11 +19,11 @@ from pulse.flows.config import Settings
 
 
 class CollectorServer:
-    def __init__(self, brokers: str, topic: str, demo_shop: bool = False, **settings: Any) -> None:
+    def __init__(self, brokers: str, topic: str, demo_shop: bool = False, port: Optional[int] = None, **settings: Any) -> None:
         self.settings = Settings(**{"collect_rate_per_s": 0, **settings})
         self.app = create_app(self.settings, brokers, topic, demo_shop=demo_shop)
         self.collector = self.app.state.collector
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                                     access_log=False, lifespan="on"))

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from collect_server import CollectorServer, post, read_topic
+from conftest import free_port
 from pulse.state.keys import KeySchema
 
 pytestmark = pytest.mark.kafka
@@ -174,3 +175,26 @@ def test_consent_false_sends_one_opt_out_and_then_nothing(shop):
     assert opt_out["user_id"] == "shopper-1" and opt_out["anonymous_id"] == shop["anonymous"]
     assert shop["after_opt_out"] == 1
     assert not browser_events(shop, type="click", item_id="sku-2")
+
+
+def test_the_tracker_retries_while_the_collector_is_down_and_sends_each_event_once(kafka_broker, redis_url):
+    from playwright.sync_api import sync_playwright
+
+    topic = kafka_broker.create_topic(f"retry-{uuid.uuid4().hex[:8]}", partitions=1)
+    port = free_port()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport=VIEWPORT)
+        with CollectorServer(kafka_broker.bootstrap, topic, demo_shop=True, redis_url=redis_url, port=port) as first:
+            page.goto(f"{first.url}/shop")
+            wait_for("the page view", lambda: first.collector.accepted >= 1)
+        page.evaluate("[1, 2, 3].forEach((n) => window.pulse.track('search', { query: `boots ${n}` }))")
+        page.wait_for_timeout(2000)  # the tracker's first tries fail: nothing listens
+        assert first.collector.accepted == 1 and page.evaluate("window.pulse.pending()") == 3
+        with CollectorServer(kafka_broker.bootstrap, topic, demo_shop=True, redis_url=redis_url, port=port) as second:
+            wait_for("the tracker's retry", lambda: second.collector.accepted >= 3, timeout=45)
+            page.wait_for_timeout(1000)
+            assert second.collector.accepted == 3
+        browser.close()
+    searches = [orjson.loads(m.value()) for m in read_topic(kafka_broker.bootstrap, topic, 4)]
+    assert sorted(e["query"] for e in searches if e["type"] == "search") == ["boots 1", "boots 2", "boots 3"]

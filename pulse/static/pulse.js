@@ -254,6 +254,8 @@ export function init(options = {}) {
   return {
     track,
     flush,
+    /** How many events wait to be sent (queued or being retried). */
+    pending: () => queue.length,
     /** The id events are sent under: the identified user's, else the anonymous one. */
     userId,
     anonymousId: () => anonymousId,
