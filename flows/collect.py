@@ -25,6 +25,7 @@ Example (a broker and topic must exist; see ``scripts/kafka_local.py``)::
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import signal
 import threading
@@ -276,6 +277,11 @@ def create_app(settings: Settings, brokers: str, topic: str, demo_shop: bool = F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # As live runs do: fewer young collections, and the start-up objects (web stack,
+        # pydantic, numpy) frozen out of the full collections that would stall requests.
+        gc.set_threshold(settings.gc_threshold, 50, 1000)
+        gc.collect()
+        gc.freeze()
         collector.producer.start()
         yield
         # deliver what is queued before the process ends (off the event loop: it blocks)
