@@ -93,6 +93,7 @@ class EventProducer:
         self._retry: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self.delivered = 0
         self.failures = 0
+        self.fatal: Optional[str] = None
         self.producer = Producer({
             "bootstrap.servers": brokers,
             "enable.idempotence": True,
@@ -141,9 +142,12 @@ class EventProducer:
         self._retry.append((msg.key(), msg.value()))
         log.warning("an event was not delivered to %s (%s); it is kept and produced again", self.topic, err)
 
-    @staticmethod
-    def _on_error(err: KafkaError) -> None:
-        # A broker going away is expected (librdkafka reconnects); fatal errors are not.
+    def _on_error(self, err: KafkaError) -> None:
+        # A broker going away is expected (librdkafka reconnects). A fatal error (the
+        # idempotent producer's state lost) ends the producer: the collector then refuses
+        # requests and /healthz fails, so that it is restarted.
+        if err.fatal():
+            self.fatal = str(err)
         _rdkafka_log.log(logging.ERROR if err.fatal() else logging.WARNING, "kafka: %s", err)
 
     def _serve(self) -> None:
@@ -346,6 +350,9 @@ def create_app(settings: Settings, brokers: str, topic: str, demo_shop: bool = F
             ip_hash=hash_ip(ip_key, ip) if settings.collect_stamp_ip == "hash" else None,
         )
         out = admit(candidates, stamps)
+        if collector.producer.fatal:
+            return answer(503, {"error": "producer_failed", "detail": f"the Kafka producer failed ({collector.producer.fatal}); "
+                                "the collector must be restarted"}, started)
         if out.accepted and not collector.producer.offer(out.accepted):
             return answer(503, {"error": "queue_full", "detail": f"{collector.producer.depth()} events are waiting for Kafka; "
                                 f"retry in {settings.collect_retry_after_s} s"}, started,
@@ -363,7 +370,8 @@ def create_app(settings: Settings, brokers: str, topic: str, demo_shop: bool = F
     @app.get("/healthz")
     def healthz() -> Response:
         p = collector.producer
-        return _json({"status": "ok", "topic": topic, "queue_depth": p.depth(), "delivery_failures": p.failures})
+        doc = {"status": "failed" if p.fatal else "ok", "topic": topic, "queue_depth": p.depth(), "delivery_failures": p.failures}
+        return _json({**doc, "detail": p.fatal} if p.fatal else doc, 503 if p.fatal else 200)
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -379,10 +387,13 @@ def create_app(settings: Settings, brokers: str, topic: str, demo_shop: bool = F
 
 
 def _add_demo_shop(app: FastAPI, settings: Settings) -> None:
-    from pulse.state.store import address, connect, masked
+    from pulse.state.store import address, connect, masked, ping
 
     keys = settings.keys()
     url = settings.redis_url
+    problem = ping(url)
+    if problem:
+        raise ValueError(f"{problem}. The demo shop reads recommendations from it: start Redis or point --redis at a running one.")
     client = connect(url, socket_connect_timeout=2.0, socket_timeout=2.0)
 
     @app.get("/")
@@ -413,8 +424,8 @@ def serve(settings: Settings, brokers: str, topic: str, demo_shop: bool = False,
 
     from pulse.flows.live import check_topics
 
-    check_topics(brokers, [topic], connect_timeout_s)
     app = create_app(settings, brokers, topic, demo_shop)
+    check_topics(brokers, [topic], connect_timeout_s)
     config = uvicorn.Config(
         app, host=settings.collect_host, port=settings.collect_port, log_level="warning", access_log=False,
         proxy_headers=settings.collect_forwarded_allow_ips is not None,

@@ -320,3 +320,13 @@ def test_an_unreachable_broker_is_a_clear_error():
     assert out.returncode == 2
     assert f"cannot reach the Kafka broker at 127.0.0.1:{port}" in " ".join(out.stderr.split())
     assert "error" in orjson.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_demo_shop_without_a_reachable_redis_is_a_clear_error(kafka_broker, topic):
+    port = free_port()
+    out = subprocess.run([sys.executable, "-m", "pulse", "collect", "--brokers", kafka_broker.bootstrap, "--topic", topic, "--demo-shop",
+                          "--redis", f"redis://pulse:s3cret@127.0.0.1:{port}/0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    said = " ".join(out.stderr.split())
+    assert f"cannot reach Redis at 127.0.0.1:{port}/0" in said and "--redis" in said
+    assert "s3cret" not in out.stderr + out.stdout
