@@ -177,7 +177,7 @@ def main() -> None:
     collector = None
     try:
         if args.start_broker:
-            subprocess.run([sys.executable, str(KAFKA_LOCAL), "fetch", "--quiet"], check=True)
+            subprocess.run([sys.executable, str(KAFKA_LOCAL), "fetch", "--quiet"], check=True, stdout=subprocess.DEVNULL)
             out = subprocess.run([sys.executable, str(KAFKA_LOCAL), "start", "--dir", str(kafka_dir), "--owner-pid", str(os.getpid())],
                                  check=True, capture_output=True, text=True)
             bootstrap = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])["bootstrap"]
