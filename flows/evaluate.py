@@ -2,9 +2,9 @@
 
 Events are read by the replay source (so MovieLens is in (time, line) order), parsed by
 the same format, deduplicated and profiled by the same :class:`~pulse.state.user.UserState`,
-learned by the same :class:`~pulse.state.engine.Engine` (with the verdicts of the same
-:class:`~pulse.state.river_models.RiverModels`) and blended by the same
-:class:`~pulse.state.recs.Recommender` over a :class:`~pulse.state.view.LocalView` as in a
+judged by the same :class:`~pulse.state.river_models.RiverModels`, kept and blended by
+the same :class:`~pulse.state.recs.Recommender`, learned by the same
+:class:`~pulse.state.engine.Engine` over a :class:`~pulse.state.view.LocalView` as in a
 replay in one process. For every event, *before* learning from it, the user's current
 top-K (excluding items the user already interacted with) is checked for the event's item: a hit counts 1 for
 HR@K and 1/log2(rank + 2) for NDCG@K. The baselines see the same stream in the same run:
@@ -226,11 +226,11 @@ def evaluate(
             rec_state = recs_states.get(user)
             if rec_state is None:
                 rec_state = recs_states[user] = UserRecs(engine_config.max_seen)
-            if st.profile_due(ev.ts):
-                rec_state.categories = list(st.profile_doc(ev.ts)["categories"].items())[:3]
-            recommender.learn_one(rec_state, ev, learned.weight, view)
-            up = ModelUpdate.of(ev, learned.weight, summarize(learned.closed, engine_config.model_windows))
-            engine.learn_one(up, river.learn_one(up.user_id, up.src, up.seq, up.windows) if up.windows else None)
+            affinities = tuple(st.profile_doc(ev.ts)["categories"].items())[:3] if st.profile_due(ev.ts) else None
+            up = ModelUpdate.of(ev, learned.weight, summarize(learned.closed, engine_config.model_windows), affinities)
+            verdict = river.learn_one(up.user_id, up.src, up.seq, up.windows) if up.windows else None
+            _, item_update = recommender.learn_update(rec_state, up, verdict, view)
+            engine.learn_one(item_update)
         pulse_seconds += clock() - t0
         pulse_cpu += cpu() - c0
         if on_progress is not None and n % 2000 == 0:

@@ -3,11 +3,12 @@
     source (recorded log | Kafka)
       └─ parse_records ──────────────── dead letters ──┐
            └─ track_users (per user) ── duplicates ────┤──> DLQ (JSONL file | Kafka topic)
-                │                     └─ late events ──┴──> late output (counted)
-                │   profile, list (blended from a view of the models) ──> Redis
-                ├─ learn_river (closed windows only) ── segments summary ──> Redis
-                │     └─ verdicts ─┐
-                └─ learn_models (the model step) ── verdicts, global keys ──> Redis
+                │   profile ──> Redis   └─ late events ┴──> late output (counted)
+                ├─ learn_river (one key, closed windows only) ── segments, anomalies ──> Redis
+                │     └─ verdicts ──┐
+                └─ recommend_users (per user) ── verdict, list (blended from a view) ──> Redis
+                      └─ item updates
+                           └─ learn_models (the model step) ── global keys ──> Redis
 
 Replays and live runs share every step; only the source and the DLQ sink differ.
 """
@@ -25,7 +26,7 @@ from bytewax.outputs import DynamicSink
 
 from pulse.operators.events import DeadLetter, Event, Raw
 from pulse.operators.formats import Format
-from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, learn_river, parse_records, track_users
+from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, learn_river, parse_records, recommend_users, track_users
 from pulse.state.engine import Engine, ModelUpdate
 from pulse.state.recs import Recommender
 from pulse.state.river_models import Verdict
@@ -132,14 +133,16 @@ def build_flow(
 
     updates = op.flat_map_batch("count_ok", updates, count_ok)
     if options.ordered_sources is not None:
-        # Dead letters and partition ends tell the model step which records it will never
-        # see as updates, so it can apply the rest in canonical order.
-        model_in = op.merge("model_in", updates, dead_letters, ends)
+        # Dead letters and partition ends tell the ordered steps which records they will
+        # never see as updates, so they can apply the rest in canonical order.
+        river_in = op.merge("river_in", updates, dead_letters, ends)
     else:
-        model_in = updates
-    river = op.branch("river_out", learn_river("river", model_in, options), lambda x: isinstance(x, Verdict))
-    model_in = op.merge("model_in_verdicts", model_in, river.trues)
-    writes = learn_models("learn", model_in, options, on_engine=handles.engines.append)
+        river_in = updates
+    river = op.branch("river_out", learn_river("river", river_in, options), lambda x: isinstance(x, Verdict))
+    items = recommend_users("lists", op.merge("with_verdicts", updates, river.trues), options, outputs)
+    if options.ordered_sources is not None:
+        items = op.merge("items_in", items, dead_letters, ends)
+    writes = learn_models("learn", items, options, on_engine=handles.engines.append)
     writes = op.merge("writes", writes, river.falses)
     keyed = op.key_on("write_key", writes, lambda w: w.key)
     op.output("redis", keyed, RedisSink(writers))

@@ -3,13 +3,15 @@
 A Pulse dataflow is these steps, top to bottom (see :mod:`pulse.flows.pipeline`):
 
 1. :func:`parse_records` — raw records → events | dead letters (per batch);
-2. :func:`track_users` — per user: dedup, event-time windows, decayed profile, the
-   user's list blended from a view of the models → updates for the models | dead
-   letters (duplicates) | late events; the user's documents go to ``write``;
+2. :func:`track_users` — per user: dedup, event-time windows, decayed profile →
+   updates | dead letters (duplicates) | late events; the profile goes to ``write``;
 3. :func:`learn_river` — the River models (segments, anomaly flags), fed only by the
-   windows that closed (and coverage counts of the rest) → a verdict per update;
-4. :func:`learn_models` — the model step: trending, co-visitation and what the verdicts
-   say of each user, applied in canonical order → Redis writes (verdicts, global keys).
+   windows that closed (and coverage counts of the rest) → a verdict per such update;
+4. :func:`recommend_users` — per user again, with the verdicts: segment and flag, the
+   recent items, exclusions and the list blended from a view of the models → an item
+   update per update; verdicts and lists go to ``write``;
+5. :func:`learn_models` — the model step: trending and co-visitation, applied in
+   canonical order → Redis writes (global keys).
 
 The steps hold no I/O of their own: sources, sinks, the view and the user step's
 ``write`` (the worker's own Redis connection) are given by the flow.
@@ -33,10 +35,10 @@ from pulse.operators.events import DeadLetter, Event, PartitionEnd, Raw
 from pulse.operators.formats import Format
 from pulse.operators.order import BlockOrder, Coverage, SequencedMerge, coverage
 from pulse.operators.windows import summarize
-from pulse.state.engine import Engine, EngineConfig, ModelUpdate
+from pulse.state.engine import Engine, EngineConfig, ItemUpdate, ModelUpdate, iso_ms
 from pulse.state.recs import Recommender, UserRecs
 from pulse.state.river_models import RiverModels, Verdict
-from pulse.state.store import Put, Write
+from pulse.state.store import Put, StreamAdd, Write
 from pulse.state.user import UserConfig, UserState
 
 #: the model step's one key
@@ -129,10 +131,10 @@ UserOut = Union[ModelUpdate, DeadLetter, Late]
 
 @dataclass
 class UserOutputs:
-    """What the user step needs beyond its state: the recommender, the view of the
-    models it blends from (called when needed: see :mod:`pulse.state.view`), and where
-    the user's documents go (``write``, and ``flush`` before an epoch's snapshot
-    counts)."""
+    """What the per-user steps need beyond their state: the recommender, the view of the
+    models the list step blends from (called when needed: see :mod:`pulse.state.view`),
+    and where the users' documents go (``write``, and ``flush`` before an epoch's
+    snapshot counts)."""
 
     recommender: Recommender
     view: Callable[[], object]
@@ -140,26 +142,22 @@ class UserOutputs:
     flush: Callable[[], None]
 
 
-class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
-    def __init__(self, state: UserState, recs: UserRecs, options: StepOptions, outputs: UserOutputs) -> None:
+class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
+    def __init__(self, state: UserState, options: StepOptions, outputs: UserOutputs) -> None:
         self.state = state
-        self.recs = recs
         self.options = options
         self.outputs = outputs
-        self._recs_deadline: Optional[datetime] = None  # live runs: when a held-back list is due
 
     def _profile(self, doc: dict) -> Put:
         st = self.state
-        self.recs.categories = list(doc["categories"].items())[:3]
         keys = self.options.engine.keys
         return Put(keys.profile(st.user_id), orjson.dumps({"user_id": st.user_id, **doc}), self.options.engine.user_ttl_s)
 
     def on_batch(self, values: List[Event]) -> Tuple[Iterable[UserOut], bool]:
         out: list[UserOut] = []
         writes: list[Write] = []
-        st, recs = self.state, self.recs
-        learn_recs = self.outputs.recommender.learn_one
-        view = None
+        st = self.state
+        kinds = self.options.engine.model_windows
         for ev in values:
             learned = st.learn_one(ev)
             if learned.duplicate:
@@ -168,13 +166,13 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
                 continue
             if learned.late:
                 out.append(Late(ev))
+            affinities = None
             if st.profile_due(ev.ts):
-                writes.append(self._profile(st.profile_doc(ev.ts)))
-            if view is None:
-                view = self.outputs.view()
-            writes.extend(learn_recs(recs, ev, learned.weight, view))
-            closed = summarize(learned.closed, self.options.engine.model_windows) if learned.closed else ()
-            out.append(ModelUpdate.of(ev, learned.weight, closed))
+                doc = st.profile_doc(ev.ts)
+                writes.append(self._profile(doc))
+                affinities = tuple(doc["categories"].items())[:3]
+            closed = summarize(learned.closed, kinds) if learned.closed else ()
+            out.append(ModelUpdate.of(ev, learned.weight, closed, affinities))
         if writes:
             self.outputs.write(writes)
         return out, self.RETAIN
@@ -184,15 +182,130 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
         if st.user_id is None:
             return []
         closed = summarize(st.windows.close_all(), self.options.engine.model_windows)
-        writes = self.outputs.recommender.pending(self.recs, st.user_id, self.outputs.view())
         if st.profile_dirty:
-            writes.append(self._profile(st.profile_doc(st.profile.last_seen or 0)))
-        if writes:
-            self.outputs.write(writes)
+            self.outputs.write([self._profile(st.profile_doc(st.profile.last_seen or 0))])
         return [ModelUpdate.closing(st.user_id, closed)] if closed else []
 
     def on_eof(self) -> Tuple[Iterable[UserOut], bool]:
         return self._final(), self.RETAIN
+
+    def notify_at(self) -> Optional[datetime]:
+        if self.options.live_idle_s is None:
+            return None
+        return _idle_deadline(self.options.live_idle_s)
+
+    def on_notify(self) -> Tuple[Iterable[UserOut], bool]:
+        # Idle in a live run: close the windows, write the last profile, free the state.
+        return self._final(), self.DISCARD
+
+    def snapshot(self) -> Optional[UserState]:
+        if not self.options.snapshots:
+            return None
+        # Everything this worker wrote in the epoch must be in Redis before the snapshot
+        # counts: a resume replays only what came after.
+        self.outputs.flush()
+        return copy.deepcopy(self.state)
+
+
+def track_users(step_id: str, events: Stream[Event], options: StepOptions, outputs: UserOutputs) -> Stream[UserOut]:
+    """Key events by user; keep each user's dedup ring, windows and profile; write the
+    user's profile (``outputs``); emit an update per accepted event."""
+    keyed = op.key_on(f"{step_id}_key", events, lambda ev: ev.user_id)
+
+    def build(resume: Optional[UserState]) -> _UserLogic:
+        return _UserLogic(resume if resume is not None else UserState(options.user), options, outputs)
+
+    out = op.stateful_batch(f"{step_id}_state", keyed, build)
+    return op.key_rm(f"{step_id}_unkey", out)
+
+
+# -- 3. per user, with the River verdicts: the user's list --------------------------------
+ListIn = Union[ModelUpdate, Verdict]
+
+
+class _Verdicts:
+    """The River step's verdicts that came before their updates: by position, and for
+    updates without an event (a user's last windows) per user, first come first."""
+
+    def __init__(self) -> None:
+        self.at: dict[tuple[str, int], Verdict] = {}
+        self.closing: dict[str, list[Verdict]] = {}
+
+    def add(self, v: Verdict) -> None:
+        if v.seq >= 0:
+            self.at[(v.src, v.seq)] = v
+        else:
+            self.closing.setdefault(v.user_id, []).append(v)
+
+    def take(self, up: ModelUpdate) -> Optional[Verdict]:
+        if up.event:
+            return self.at.pop((up.src, up.seq), None)
+        queue = self.closing.get(up.user_id)
+        if not queue:
+            return None
+        v = queue.pop(0)
+        if not queue:
+            del self.closing[up.user_id]
+        return v
+
+
+class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
+    def __init__(self, resume: Optional[tuple], options: StepOptions, outputs: UserOutputs) -> None:
+        if resume is not None:
+            self.recs, self.verdicts, self.waiting = resume
+        else:
+            self.recs = UserRecs(options.engine.max_seen)
+            self.verdicts = _Verdicts()
+            #: the user's updates, in order, from the first one whose verdict is still to come
+            self.waiting: list[ModelUpdate] = []
+        self.options = options
+        self.outputs = outputs
+        self.user_id: Optional[str] = None
+        self._recs_deadline: Optional[datetime] = None  # live runs: when a held-back list is due
+
+    def on_batch(self, values: List[ListIn]) -> Tuple[Iterable[ItemUpdate], bool]:
+        waiting, verdicts = self.waiting, self.verdicts
+        for v in values:
+            if type(v) is Verdict:
+                verdicts.add(v)
+            else:
+                waiting.append(v)
+        out: list[ItemUpdate] = []
+        writes: list[Put] = []
+        learn = self.outputs.recommender.learn_update
+        view = None
+        done = 0
+        for up in waiting:
+            verdict = None
+            if up.windows:
+                verdict = verdicts.take(up)
+                if verdict is None:
+                    break
+            if view is None:
+                view = self.outputs.view()
+            self.user_id = up.user_id
+            w, item_update = learn(self.recs, up, verdict, view)
+            writes.extend(w)
+            out.append(item_update)
+            done += 1
+        del waiting[:done]
+        if writes:
+            self.outputs.write(writes)
+        return out, self.RETAIN
+
+    def _pending(self) -> None:
+        if self.user_id is not None:
+            writes = self.outputs.recommender.pending(self.recs, self.user_id, self.outputs.view())
+            if writes:
+                self.outputs.write(writes)
+
+    def on_eof(self) -> Tuple[Iterable[ItemUpdate], bool]:
+        if self.waiting:
+            up = self.waiting[0]
+            raise RuntimeError(f"the River step gave no verdict for the windows of user {up.user_id!r} "
+                               f"(record {up.seq} of {up.src!r}); {len(self.waiting)} updates wait")
+        self._pending()
+        return [], self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
         if self.options.live_idle_s is None:
@@ -203,39 +316,36 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
             return self._recs_deadline
         return _idle_deadline(self.options.live_idle_s)
 
-    def on_notify(self) -> Tuple[Iterable[UserOut], bool]:
+    def on_notify(self) -> Tuple[Iterable[ItemUpdate], bool]:
         if self.recs.recs_due is not None:
             # Live runs: a list held back by the debounce is due by the wall clock too.
             self._recs_deadline = None
-            self.outputs.write(self.outputs.recommender.pending(self.recs, self.state.user_id, self.outputs.view()))
+            self._pending()
             return [], self.RETAIN
-        # Idle in a live run: close the windows, write the last profile, free the state.
-        return self._final(), self.DISCARD
+        if self.waiting:
+            return [], self.RETAIN
+        return [], self.DISCARD  # idle in a live run: free the state
 
     def snapshot(self) -> Optional[tuple]:
         if not self.options.snapshots:
             return None
-        # Everything this worker wrote in the epoch must be in Redis before the snapshot
-        # counts: a resume replays only what came after.
         self.outputs.flush()
-        return copy.deepcopy((self.state, self.recs))
+        return copy.deepcopy((self.recs, self.verdicts, self.waiting))
 
 
-def track_users(step_id: str, events: Stream[Event], options: StepOptions, outputs: UserOutputs) -> Stream[UserOut]:
-    """Key events by user; keep each user's dedup ring, windows, profile and list state;
-    write the user's profile and list (``outputs``)."""
-    keyed = op.key_on(f"{step_id}_key", events, lambda ev: ev.user_id)
-    max_seen = options.engine.max_seen
+def recommend_users(step_id: str, updates: Stream[ListIn], options: StepOptions, outputs: UserOutputs) -> Stream[ItemUpdate]:
+    """Key updates and the River step's verdicts by user; keep what each user's list
+    depends on, write verdicts and lists (``outputs``); emit what the model step learns
+    of each update (an update with windows waits for its verdict)."""
+    keyed = op.key_on(f"{step_id}_key", updates, lambda x: x.user_id)
 
-    def build(resume: Optional[tuple]) -> _UserLogic:
-        state, recs = resume if resume is not None else (UserState(options.user), UserRecs(max_seen))
-        return _UserLogic(state, recs, options, outputs)
+    def build(resume: Optional[tuple]) -> _ListLogic:
+        return _ListLogic(resume, options, outputs)
 
-    out = op.stateful_batch(f"{step_id}_state", keyed, build)
-    return op.key_rm(f"{step_id}_unkey", out)
+    return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_state", keyed, build))
 
 
-# -- 3. the River models ----------------------------------------------------------------
+# -- 4. the River models ----------------------------------------------------------------
 RiverIn = Union[Coverage, PartitionEnd]
 
 
@@ -258,8 +368,17 @@ class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], tuple]):
         self.options = options
 
     def _learn(self, ups: Iterable[ModelUpdate]) -> list:
-        learn = self.models.learn_one
-        out: list = [learn(up.user_id, up.src, up.seq, up.windows) for up in ups]
+        models = self.models
+        keys = self.options.engine.keys
+        out: list = []
+        for up in ups:
+            verdict = models.learn_one(up.user_id, up.src, up.seq, up.windows)
+            out.append(verdict)
+            for anomaly, window_end, new in verdict.anomalies:
+                if new:
+                    out.append(StreamAdd(keys.anomalies, models.entry_id(),
+                                         (("user_id", up.user_id), ("score", f"{anomaly['score']:.6f}"),
+                                          ("reason", anomaly["reason"]), ("window_end", iso_ms(window_end)))))
         if self.models.summary_due():
             out.append(Put(self.options.engine.keys.segments, orjson.dumps(self.models.summary())))
         return out
@@ -314,15 +433,15 @@ def learn_river(step_id: str, updates: Stream, options: StepOptions) -> Stream:
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_models", keyed, build))
 
 
-# -- 4. the models ---------------------------------------------------------------------
-ModelIn = Union[ModelUpdate, DeadLetter, PartitionEnd, Verdict]
+# -- 5. the models ---------------------------------------------------------------------
+ModelIn = Union[ItemUpdate, DeadLetter, PartitionEnd]
 
 
-def _update_ts(up: ModelUpdate) -> int:
+def _update_ts(up: ItemUpdate) -> int:
     return up.ts
 
 
-def _update_key(up: ModelUpdate):
+def _update_key(up: ItemUpdate):
     return (up.src, up.seq) if up.event else None
 
 
@@ -330,36 +449,10 @@ def _update_user(up: ModelUpdate) -> str:
     return up.user_id
 
 
-class _Verdicts:
-    """The River step's verdicts that came before their updates: by position, and for
-    updates without an event (a user's last windows) per user, first come first."""
-
-    def __init__(self) -> None:
-        self.at: dict[tuple[str, int], Verdict] = {}
-        self.closing: dict[str, list[Verdict]] = {}
-
-    def add(self, v: Verdict) -> None:
-        if v.seq >= 0:
-            self.at[(v.src, v.seq)] = v
-        else:
-            self.closing.setdefault(v.user_id, []).append(v)
-
-    def take(self, up: ModelUpdate) -> Optional[Verdict]:
-        if up.event:
-            return self.at.pop((up.src, up.seq), None)
-        queue = self.closing.get(up.user_id)
-        if not queue:
-            return None
-        v = queue.pop(0)
-        if not queue:
-            del self.closing[up.user_id]
-        return v
-
-
 class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
     def __init__(self, resume: Optional[tuple], options: StepOptions, on_engine: Optional[Callable[[Engine], None]]) -> None:
         if resume is not None:
-            self.engine, self.merge, self.verdicts, self.waiting = resume
+            self.engine, self.merge = resume
         else:
             self.engine = Engine(options.engine)
             self.merge = (
@@ -367,60 +460,30 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
                 if options.ordered_sources is not None
                 else None
             )
-            self.verdicts = _Verdicts()
-            #: updates in order, from the first one whose verdict is still to come
-            self.waiting: list[ModelUpdate] = []
         self.options = options
         self._global_wall = 0
         if on_engine is not None:
             on_engine(self.engine)
 
-    def _learn(self, updates: Iterable[ModelUpdate]) -> list[Write]:
+    def _learn(self, updates: Iterable[ItemUpdate]) -> list[Write]:
         out: list[Write] = []
         learn = self.engine.learn_one
-        waiting, take = self.waiting, self.verdicts.take
         with self.engine.lock:
             for up in updates:
-                if waiting:
-                    waiting.append(up)
-                    continue
-                if up.windows:
-                    verdict = take(up)
-                    if verdict is None:
-                        waiting.append(up)
-                        continue
-                    out.extend(learn(up, verdict))
-                else:
-                    out.extend(learn(up))
+                out.extend(learn(up))
         return out
-
-    def _resume_waiting(self) -> list[Write]:
-        waiting, self.waiting = self.waiting, []
-        return self._learn(waiting)
 
     def on_batch(self, values: List[ModelIn]) -> Tuple[Iterable[Write], bool]:
         merge = self.merge
-        ready: list[ModelUpdate] = []
-        verdicts = False
+        if merge is None:
+            return self._learn(v for v in values if type(v) is ItemUpdate), self.RETAIN
+        ready: list[ItemUpdate] = []
         for item in values:
-            if type(item) is Verdict:
-                self.verdicts.add(item)
-                verdicts = True
-            elif merge is None:
-                if type(item) is ModelUpdate:
-                    ready.append(item)
-            else:
-                ready.extend(merge.push(item))
-        out = self._resume_waiting() if verdicts and self.waiting else []
-        out.extend(self._learn(ready))
-        return out, self.RETAIN
+            ready.extend(merge.push(item))
+        return self._learn(ready), self.RETAIN
 
     def on_eof(self) -> Tuple[Iterable[Write], bool]:
         out = self._learn(self.merge.drain()) if self.merge is not None else []
-        if self.waiting:
-            up = self.waiting[0]
-            raise RuntimeError(f"the River step gave no verdict for the windows of user {up.user_id!r} "
-                               f"(record {up.seq} of {up.src!r}); {len(self.waiting)} updates wait")
         with self.engine.lock:
             out.extend(self.engine.flush())
         return out, self.RETAIN
@@ -446,7 +509,7 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
         if not self.options.snapshots:
             return None
         with self.engine.lock:
-            return copy.deepcopy((self.engine, self.merge, self.verdicts, self.waiting))
+            return copy.deepcopy((self.engine, self.merge))
 
 
 def learn_models(
@@ -455,10 +518,9 @@ def learn_models(
     options: StepOptions,
     on_engine: Optional[Callable[[Engine], None]] = None,
 ) -> Stream[Write]:
-    """Route every update to the model step and learn the global models from it, with
-    the River step's verdicts (an update with windows waits for its own); emits the
-    users' verdicts and the global keys as Redis writes. Replays also route dead letters
-    and partition ends here, so the models see updates in canonical order."""
+    """Route every item update to the model step and learn the item-side models from
+    it; emits the global keys as Redis writes. Replays also route dead letters and
+    partition ends here, so the models see updates in canonical order."""
     keyed = op.key_on(f"{step_id}_key", updates, lambda _: MODELS_KEY)
 
     def build(resume: Optional[tuple]) -> _ModelLogic:

@@ -9,8 +9,10 @@ models without bounding the flow. Windows are learned in the canonical block ord
 function of the log alone, whatever the cluster's shape.
 
 For each update it returns a :class:`Verdict`: the segment the user's segment window
-fell in, and the anomaly detector's verdict of each anomaly window. The model step
-(:mod:`pulse.state.engine`) applies it to the user at that same update. Per user, only
+fell in, and the anomaly detector's verdict of each anomaly window. The step that keeps
+users' lists (:mod:`pulse.state.recs`) applies it to the user at that same update; a
+newly flagged user is also an entry of ``pulse:anomalies``, written here with ids from
+the windows' event time (so a replay writes the same ids). Per user, only
 the users flagged now are remembered here (a flag clears after ``clear_after`` calm
 windows); segments need no memory per user.
 
@@ -37,15 +39,15 @@ from pulse.state.segments import SegmentConfig, Segmenter
 class Verdict(NamedTuple):
     """What the River models made of one update's windows: the segment and traits of
     its segment window (``segment`` None when it closed none), and ``(verdict, window
-    end)`` for each anomaly window, in order. ``seq`` is -1 for the windows a user
-    closes without an event (end of input, idle)."""
+    end, newly flagged)`` for each anomaly window, in order. ``seq`` is -1 for the
+    windows a user closes without an event (end of input, idle)."""
 
     user_id: str
     src: str
     seq: int
     segment: Optional[str]
     traits: tuple[str, ...]
-    anomalies: tuple[tuple[dict, int], ...]
+    anomalies: tuple[tuple[dict, int, bool], ...]
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class RiverModels:
         self.flagged: dict[str, dict] = {}  # user -> verdict, while flagged
         self.clock = 0  # the latest window end learned
         self._summary_at: Optional[int] = None
+        self._entry_last = (0, 0)
 
     def learn_one(self, user_id: str, src: str, seq: int, windows: Sequence[WindowSummary]) -> Verdict:
         """Learn from one update's closed windows; returns the user's :class:`Verdict`."""
@@ -76,16 +79,24 @@ class RiverModels:
             if window.end_ms > self.clock:
                 self.clock = window.end_ms
             if window.kind == self.config.anomaly.window:
-                verdict = self.detector.learn_one(window, self.flagged.get(user_id))
+                was = self.flagged.get(user_id)
+                verdict = self.detector.learn_one(window, was)
                 if verdict["flagged"]:
                     self.flagged[user_id] = verdict
                 else:
                     self.flagged.pop(user_id, None)
-                anomalies.append((verdict, window.end_ms))
+                anomalies.append((verdict, window.end_ms, verdict["flagged"] and was is None))
             if window.kind == self.config.segments.window:
                 segment, found = self.segmenter.learn_one(window)
                 traits = tuple(found)
         return Verdict(user_id, src, seq, segment, traits, tuple(anomalies))
+
+    def entry_id(self) -> str:
+        """A fresh ``pulse:anomalies`` entry id: ids must grow, and derived from window
+        time a replay reuses them (Redis then refuses the duplicates)."""
+        ms, seq = self._entry_last
+        self._entry_last = (self.clock, 0) if self.clock > ms else (ms, seq + 1)
+        return f"{self._entry_last[0]}-{self._entry_last[1]}"
 
     def summary_due(self) -> bool:
         """Whether ``pulse:segments`` is due: first learning, then every
