@@ -29,6 +29,19 @@ FormatOpt = typer.Option("native", "--format", "-f", help="Record format: native
 RedisOpt = typer.Option(None, "--redis", help="Redis URL, e.g. redis://127.0.0.1:6379/0 (env PULSE_REDIS_URL).")
 ConfigOpt = typer.Option(None, "--config", help="TOML file of settings (see `pulse config`).", exists=True, dir_okay=False)
 PrefixOpt = typer.Option(None, "--prefix", help="Redis key prefix (default pulse; env PULSE_KEY_PREFIX).")
+MetricsPortOpt = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while the run lasts.", min=1, max=65535)
+MetricsHostOpt = typer.Option("127.0.0.1", "--metrics-host", help="Address the metrics server binds (with --metrics-port).")
+
+
+def _metrics(port: Optional[int], host: str) -> None:
+    if port is None:
+        return
+    from pulse.flows.metrics import serve_metrics
+
+    try:
+        serve_metrics(port, host)
+    except OSError as e:
+        _fail(f"cannot serve metrics on {host}:{port}: {e.strerror or e}; pick another --metrics-port")
 
 
 def _print_summary(doc: dict) -> None:
@@ -125,6 +138,8 @@ def replay(
     snapshot_s: float = typer.Option(10.0, "--snapshot-s", help="Seconds between recovery snapshots (epoch length).", min=0.1),
     prefix: Optional[str] = PrefixOpt,
     config: Optional[Path] = ConfigOpt,
+    metrics_port: Optional[int] = MetricsPortOpt,
+    metrics_host: str = MetricsHostOpt,
 ) -> None:
     """Replay a recorded log through the dataflow into Redis, at full speed."""
     from pulse.flows.replay import UsageError, run_local_cluster
@@ -162,6 +177,7 @@ def replay(
     address_list = [a.strip() for a in addresses.split(";") if a.strip()] if addresses else None
     if address_list is not None and not 0 <= process_id < len(address_list):
         _fail(f"--process-id {process_id} is not an index of the {len(address_list)} --addresses")
+    _metrics(metrics_port, metrics_host)
     dlq_path = str(dlq) if dlq else None
     if dlq_path and address_list:
         dlq_path = f"{dlq_path}.{process_id}"  # one file per process: no two writers share a file
@@ -300,6 +316,8 @@ def run_cmd(
     workers: int = typer.Option(1, help="Bytewax worker threads in this process.", min=1),
     process_id: Optional[int] = typer.Option(None, "--process-id", help="This process's index in a cluster (with --addresses).", min=0),
     addresses: Optional[str] = typer.Option(None, help="Every cluster process's host:port, ';'-separated, the same list and order on all processes."),
+    metrics_port: Optional[int] = MetricsPortOpt,
+    metrics_host: str = MetricsHostOpt,
 ) -> None:
     """Run the dataflow on a Kafka topic into Redis, until Ctrl-C / SIGTERM (which
     finish gracefully), --max-events or --idle-exit."""
@@ -314,6 +332,7 @@ def run_cmd(
         address_list = [a.strip() for a in addresses.split(";") if a.strip()] if addresses else None
         if address_list is not None and not 0 <= process_id < len(address_list):
             _fail(f"--process-id {process_id} is not an index of the {len(address_list)} --addresses")
+        _metrics(metrics_port, metrics_host)
         result = run_live(brokers, topic, settings, settings.redis_url, dlq_topic, str(recovery) if recovery else None,
                           max_events, idle_exit, fmt_name=format, group_id=group, connect_timeout_s=connect_timeout,
                           workers=workers, addresses=address_list, process_id=process_id or 0)
@@ -365,6 +384,15 @@ def record_cmd(
     except _live_errors() as e:
         _fail(str(e))
     _print_summary(result)
+
+
+@app.command("schema")
+def schema_cmd(prefix: Optional[str] = PrefixOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Print the key contract: every key Pulse writes, its Redis type and the JSON Schema
+    of its value, as one JSON document."""
+    from pulse.state.schema import contract
+
+    _print_summary(contract(_settings(config, None, prefix).key_prefix))
 
 
 @app.command("config")

@@ -23,6 +23,9 @@ key                                    type         value
 ``pulse:segments``                     string/JSON  segment sizes, centroids, drift, traits
 ``pulse:anomalies``                    stream       one entry per flagged user
 ``pulse:meta``                         hash         schema_version, events_processed, ...
+``pulse:updates``                      stream       one entry per user whose list changed (also
+                                                    published on the Pub/Sub channel of the name)
+``pulse:stats:{<process>}``            hash         a run's counters, rates and monitor alerts
 =====================================  ===========  ==========================================
 
 Example:
@@ -80,6 +83,14 @@ class KeySchema:
     @property
     def meta(self) -> str:
         return f"{self.prefix}:meta"
+
+    @property
+    def updates(self) -> str:
+        """The stream of users whose list changed, and the Pub/Sub channel of the same name."""
+        return f"{self.prefix}:updates"
+
+    def stats(self, process: int = 0) -> str:
+        return f"{self.prefix}:stats:{{{process}}}"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this deployment."""

@@ -95,7 +95,20 @@ class StreamAdd(NamedTuple):
     maxlen: int = 10_000
 
 
-Write = Union[Put, ZReplace, HashSet, StreamAdd]
+class Publish(NamedTuple):
+    """Announce a change: XADD to the capped stream ``key`` (``entry_id`` as for
+    :class:`StreamAdd`: explicit and growing for a deterministic replay, or ``*`` for
+    the server's own) and PUBLISH ``message`` on ``channel``."""
+
+    key: str
+    entry_id: str
+    fields: tuple[tuple[str, str], ...]
+    channel: str
+    message: bytes
+    maxlen: int = 10_000
+
+
+Write = Union[Put, ZReplace, HashSet, StreamAdd, Publish]
 Client = Union[redis.Redis, RedisCluster]
 
 _STALE_STREAM_ID = "equal or smaller than the target stream top item"
@@ -174,6 +187,9 @@ class RedisStore:
     :arg track_users: remember user ids of profile writes (for run summaries).
     :arg flush_on_add: :meth:`add` flushes when the last flush is ``flush_interval_s``
         old (else only the background thread does).
+    :arg on_add: given each batch of writes as it is queued; returns writes to queue
+        after them (change notifications: :class:`Publish`), in the caller's thread.
+    :arg on_flush: told of every flush that Redis took: the writes and its seconds.
     """
 
     def __init__(
@@ -184,8 +200,12 @@ class RedisStore:
         retry_max_s: float = 5.0,
         track_users: bool = True,
         flush_on_add: bool = True,
+        on_add: Optional[Callable[[list[Write]], list[Write]]] = None,
+        on_flush: Optional[Callable[[Sequence[Write], float], None]] = None,
     ) -> None:
         self.url = url
+        self.on_add = on_add
+        self.on_flush = on_flush
         self.address = address(url)
         self.flush_interval_s = flush_interval_s
         self.max_pending = max_pending
@@ -196,7 +216,7 @@ class RedisStore:
         self._client: Optional[Client] = None  # connected by the first flush (Redis may be down now)
         self._stale_slots = False  # the cluster answered MOVED/ASK/TRYAGAIN/CLUSTERDOWN
         self._pending: dict[str, Write] = {}
-        self._streams: list[StreamAdd] = []
+        self._streams: list[Union[StreamAdd, Publish]] = []  # appended, never coalesced
         self._lock = threading.Condition()
         self._flush_lock = threading.Lock()
         self._closed = False
@@ -208,11 +228,14 @@ class RedisStore:
     # -- public API -------------------------------------------------------------
     def add(self, writes: Iterable[Write]) -> None:
         """Queue writes; the newest write per key wins. Blocks while too many wait."""
+        if self.on_add is not None:
+            writes = list(writes)
+            writes.extend(self.on_add(writes))
         with self._lock:
             while len(self._pending) >= self.max_pending and not self._closed:
                 self._lock.wait(0.1)
             for w in writes:
-                if type(w) is StreamAdd:
+                if type(w) is StreamAdd or type(w) is Publish:
                     self._streams.append(w)
                 else:
                     self._pending[w.key] = w
@@ -296,16 +319,19 @@ class RedisStore:
             except Exception:  # pragma: no cover - logged, the next tick retries
                 log.exception("flushing to Redis at %s failed", self.address)
 
-    def _send(self, batch: dict[str, Write], streams: Sequence[StreamAdd]) -> None:
+    def _send(self, batch: dict[str, Write], streams: Sequence[Union[StreamAdd, Publish]]) -> None:
         if self._client is None:
             self._client = connect(self.url)
         elif self._stale_slots and isinstance(self._client, RedisCluster):
             self._client.nodes_manager.initialize()
         self._stale_slots = False
         writes: list[Write] = [*batch.values(), *streams]
+        started = time.perf_counter()
         send_pipelines(route(self._client, writes))
+        if self.on_flush is not None:
+            self.on_flush(writes, time.perf_counter() - started)
         self.stats.flushes += 1
-        self.stats.keys_written += len(writes)
+        self.stats.keys_written += len(writes) - sum(1 for w in streams if type(w) is Publish)  # notifications are no keys
         if self.track_users:
             for key, w in batch.items():
                 if type(w) is Put and key.endswith("}:profile"):
@@ -408,6 +434,8 @@ def encode_commands(writes: Iterable[Write]) -> tuple[bytes, int]:
                 args.append(name.encode())
                 args.append(value.encode())
             add(_command(args))
+            if kind is Publish:
+                add(_command((b"PUBLISH", w.channel.encode(), w.message)))
     return b"".join(out), len(out)
 
 
@@ -435,12 +463,16 @@ class WorkerStores:
     :arg url: the Redis (or Redis Cluster) to write to.
     :arg flush_interval_s: how long writes are coalesced.
     :arg on_store: told of each store built (run summaries read their stats).
+    :arg hooks: called for each store built; returns its ``on_add`` and ``on_flush``
+        (see :class:`RedisStore`): each worker's store gets hooks of its own.
     """
 
-    def __init__(self, url: str, flush_interval_s: float = 0.01, on_store: Optional[Callable[[RedisStore], None]] = None) -> None:
+    def __init__(self, url: str, flush_interval_s: float = 0.01, on_store: Optional[Callable[[RedisStore], None]] = None,
+                 hooks: Optional[Callable[[], tuple[Optional[Callable], Optional[Callable]]]] = None) -> None:
         self.url = url
         self.flush_interval_s = flush_interval_s
         self.on_store = on_store
+        self.hooks = hooks
         self._lock = threading.Lock()
         self._stores: dict[int, tuple[RedisStore, int]] = {}  # thread id -> store, holders
         self._held: set[int] = set()  # threads whose steps hold their store (current)
@@ -450,7 +482,8 @@ class WorkerStores:
         with self._lock:
             entry = self._stores.get(worker)
             if entry is None:
-                store = RedisStore(self.url, flush_interval_s=self.flush_interval_s)
+                on_add, on_flush = self.hooks() if self.hooks is not None else (None, None)
+                store = RedisStore(self.url, flush_interval_s=self.flush_interval_s, on_add=on_add, on_flush=on_flush)
                 if self.on_store is not None:
                     self.on_store(store)
                 entry = (store, 0)

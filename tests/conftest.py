@@ -86,10 +86,14 @@ def redis_url(redis_server) -> str:
 
 
 def dump_redis(url: str) -> dict:
-    """Every key with its type and value (TTLs left out), for comparing runs."""
+    """Every key with its type and value (TTLs left out), for comparing runs; but the
+    runs' stats hashes (``pulse:stats:{<process>}``), which hold wall-clock times and
+    rates."""
     client = redis.Redis.from_url(url)
     out = {}
     for key in sorted(client.scan_iter(count=1000)):
+        if key.startswith(b"pulse:stats:"):
+            continue
         kind = client.type(key).decode()
         if kind == "string":
             value = client.get(key)
