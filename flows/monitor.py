@@ -132,9 +132,10 @@ class Monitor:
         self.run_id = run_id or uuid.uuid4().hex
         self.lag = lag
         self.freshness = freshness
-        self.history: deque[Sample] = deque(maxlen=HISTORY)
         self.alerts: dict[str, dict] = {}
         self.started_at = int(time.time() * 1000)
+        # the run's start, all zero: a run shorter than the window is judged as a whole
+        self.history: deque[Sample] = deque([Sample(self.started_at, 0, 0, 0)], maxlen=HISTORY)
         self._client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         self._stop = threading.Event()
         self._reported = dict(in_=0, ok=0, late=0, dlq={})
