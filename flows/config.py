@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     segments: int = 5
     anomaly_quantile: float = 0.98
     anomaly_min_events: int = 30
+    recent_events: int = Field(0, description="keep each user's latest N events in pulse:user:{<id>}:events for the dashboard (0: off; about 60 bytes of Redis each)")
     # change notifications (pulse:updates)
     updates: bool = Field(True, description="announce every list written on the pulse:updates stream and Pub/Sub channel")
     updates_maxlen: int = Field(10_000, description="the pulse:updates stream is capped at about this many entries")

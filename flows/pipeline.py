@@ -25,6 +25,7 @@ from bytewax.outputs import DynamicSink
 from pulse.flows.metrics import flush_hook
 from pulse.operators.events import DeadLetter, Event, Raw
 from pulse.operators.formats import Format
+from pulse.operators.recent import recent_event_writes
 from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, parse_records, track_users
 from pulse.state.engine import Engine, ModelUpdate
 from pulse.state.keys import KeySchema
@@ -115,9 +116,11 @@ def build_flow(
     handles: RunHandles,
     late_sink: Optional[DynamicSink] = None,
     flush_interval_s: float = 0.05,
+    recent_events: int = 0,
 ) -> Dataflow:
     """Build the dataflow: ``source`` → parse → per-user state and lists → models →
-    Redis."""
+    Redis. With ``recent_events`` each user's latest events are kept too
+    (``pulse:user:{<user_id>}:events``, for the dashboard)."""
     counters = handles.counters
     writers = handles.writers(redis_url, flush_interval_s)
 
@@ -133,6 +136,14 @@ def build_flow(
     events, rest = parse_records("parse", raw, fmt)
     parsed = op.branch("ends", rest, lambda x: isinstance(x, DeadLetter))
     dead, ends = parsed.trues, parsed.falses
+    if recent_events > 0:
+        keys, ttl_s = options.engine.keys, options.engine.user_ttl_s
+
+        def note_recent(batch: list) -> list:
+            write(recent_event_writes(batch, keys, recent_events, ttl_s))
+            return batch
+
+        events = op.flat_map_batch("recent_events", events, note_recent)
     users = track_users("users", events, options, outputs)
     split = op.branch("user_out", users, lambda x: isinstance(x, ModelUpdate))
     updates: Stream[ModelUpdate] = split.trues

@@ -180,6 +180,7 @@ def replay(
         handles,
         late_sink=late_sink,
         flush_interval_s=settings.flush_interval_s,
+        recent_events=settings.recent_events,
     )
     done = threading.Event()
     if on_progress is not None:

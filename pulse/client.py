@@ -56,6 +56,11 @@ class PulseClient:
         """The models' verdicts: ``{"segment", "segment_traits", "anomaly"}``."""
         return self._json(self.keys.verdict(user_id))
 
+    def recent_events(self, user_id: str, count: int = 20) -> list[dict]:
+        """The user's latest events, newest first (kept when the run's
+        ``recent_events`` setting is on; else none)."""
+        return [orjson.loads(m) for m in self.redis.zrevrange(self.keys.recent_events(user_id), 0, count - 1)]
+
     def similar(self, item_id: str) -> Optional[list]:
         """The item's co-visitation neighbours ``[{"item_id", "score"}]``, best first."""
         return self._json(self.keys.similar(item_id))

@@ -14,6 +14,8 @@ key                                    type         value
                                                     decayed affinities, rule segments
 ``pulse:user:{<user_id>}:segment``     string/JSON  ``{"user_id", "segment", "segment_traits",
                                                     "anomaly"}``: the River models' verdicts
+``pulse:user:{<user_id>}:events``      sorted set   the user's latest events (``recent_events``
+                                                    of them; off by default)
 ``pulse:item:{<item_id>}:similar``     string/JSON  ``[{"item_id", "score"}]`` co-visitation
 ``pulse:trending``                     sorted set   item -> decayed popularity
 ``pulse:trending:category:{<c>}``      sorted set   item -> decayed popularity in category c
@@ -55,6 +57,9 @@ class KeySchema:
 
     def verdict(self, user_id: str) -> str:
         return f"{self.prefix}:user:{{{user_id}}}:segment"
+
+    def recent_events(self, user_id: str) -> str:
+        return f"{self.prefix}:user:{{{user_id}}}:events"
 
     def similar(self, item_id: str) -> str:
         return f"{self.prefix}:item:{{{item_id}}}:similar"

@@ -119,6 +119,10 @@ _KEYS: tuple[tuple[str, str, Optional[dict], Optional[dict], str], ...] = (
     ("user:{<user_id>}:recs", "string", _RECS, None, "user_ttl_s"),
     ("user:{<user_id>}:profile", "string", _PROFILE, None, "user_ttl_s"),
     ("user:{<user_id>}:segment", "string", _VERDICT, None, "user_ttl_s"),
+    ("user:{<user_id>}:events", "zset", None, {"member": "an event's JSON: type, ts and those of item_id, category, session_id, "
+                                                          "event_id, dwell_ms, scroll_pct, price, rating it has",
+                                                "score": "its event time (epoch ms)",
+                                                "kept": "the recent_events latest (setting; 0, the default, keeps none)"}, "user_ttl_s"),
     ("item:{<item_id>}:similar", "string", _SIMILAR, None, ""),
     ("item:{<item_id>}:nbrs", "string", _NBRS, None, ""),
     ("trending", "zset", None, {"member": "item id", "score": "decayed popularity"}, ""),

@@ -108,7 +108,27 @@ class Publish(NamedTuple):
     maxlen: int = 10_000
 
 
-Write = Union[Put, ZReplace, HashSet, StreamAdd, Publish]
+class ZAddCapped(NamedTuple):
+    """Add ``members`` (pairs of member, score) to a sorted set kept to its ``cap``
+    highest-scored members, with a TTL in seconds. Adding a member again changes
+    nothing, so replaying the same writes leaves the same set; pending adds to one key
+    merge instead of replacing each other."""
+
+    key: str
+    members: tuple[tuple[str, float], ...]
+    cap: int
+    ttl_s: int = 0
+
+
+Write = Union[Put, ZReplace, HashSet, StreamAdd, Publish, ZAddCapped]
+
+
+def _merged(older: Optional[Write], newer: Write) -> Write:
+    """What stays pending when ``newer`` comes for a key ``older`` waits on: the newer
+    write, or both sets' members for :class:`ZAddCapped`."""
+    if type(newer) is ZAddCapped and type(older) is ZAddCapped:
+        return newer._replace(members=older.members + newer.members)
+    return newer
 Client = Union[redis.Redis, RedisCluster]
 
 _STALE_STREAM_ID = "equal or smaller than the target stream top item"
@@ -235,8 +255,11 @@ class RedisStore:
             while len(self._pending) >= self.max_pending and not self._closed:
                 self._lock.wait(0.1)
             for w in writes:
-                if type(w) is StreamAdd or type(w) is Publish:
+                kind = type(w)
+                if kind is StreamAdd or kind is Publish:
                     self._streams.append(w)
+                elif kind is ZAddCapped:
+                    self._pending[w.key] = _merged(self._pending.get(w.key), w)
                 else:
                     self._pending[w.key] = w
         if (self.flush_on_add and self._failing is None and time.monotonic() - self._flushed_at >= self.flush_interval_s
@@ -292,7 +315,8 @@ class RedisStore:
                 self._stale_slots = self._stale_slots or isinstance(err, _RESHARDING)
                 with self._lock:
                     # Newer writes queued meanwhile win over the failed older ones.
-                    batch.update(self._pending)
+                    for key, w in self._pending.items():
+                        batch[key] = _merged(batch.get(key), w)
                     self._pending = batch
                     self._streams = streams + self._streams
                 self._failing = err
@@ -422,6 +446,15 @@ def encode_commands(writes: Iterable[Write]) -> tuple[bytes, int]:
                 add(_EXEC)
             else:
                 add(_command((b"DEL", key)))
+        elif kind is ZAddCapped:
+            args = [b"ZADD", key]
+            for member, score in w.members:
+                args.append(repr(float(score)).encode())
+                args.append(member.encode())
+            add(_command(args))
+            add(_command((b"ZREMRANGEBYRANK", key, b"0", b"%d" % -(w.cap + 1))))
+            if w.ttl_s:
+                add(_command((b"EXPIRE", key, b"%d" % w.ttl_s)))
         elif kind is HashSet:
             args = [b"HSET", key]
             for name, value in w.fields:

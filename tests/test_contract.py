@@ -49,14 +49,14 @@ def written(tmp_path_factory, redis_server):
 
     thread = threading.Thread(target=listen)
     thread.start()
-    summary = replay(path, "native", Settings(), url)
+    summary = replay(path, "native", Settings(recent_events=5), url)
     stop.set()
     thread.join()
-    return url, client, summary, messages
+    return url, client, summary, messages, lines
 
 
 def test_every_json_value_a_replay_writes_validates_against_its_key_schema(written):
-    _, client, _, _ = written
+    _, client, _, _, _ = written
     patterns = [(pattern_regex(k["pattern"]), k) for k in contract()["keys"]]
     checked = 0
     for key in client.scan_iter(count=1000):
@@ -68,7 +68,7 @@ def test_every_json_value_a_replay_writes_validates_against_its_key_schema(writt
 
 
 def test_every_key_a_replay_writes_has_its_pattern_and_type_in_the_contract(written):
-    _, client, _, _ = written
+    _, client, _, _, _ = written
     patterns = [(pattern_regex(k["pattern"]), k["redis_type"]) for k in contract()["keys"]]
     seen_types = set()
     for key in client.scan_iter(count=1000):
@@ -104,7 +104,7 @@ def test_pulse_schema_prints_the_contract_with_the_prefix_given():
 
 
 def test_every_user_with_a_list_has_its_latest_list_announced_on_the_stream(written):
-    _, client, _, _ = written
+    _, client, _, _, _ = written
     latest = {}
     for _, fields in client.xrange("pulse:updates"):
         latest[fields[b"user_id"].decode()] = fields[b"recomm_id"].decode()
@@ -114,7 +114,7 @@ def test_every_user_with_a_list_has_its_latest_list_announced_on_the_stream(writ
 
 
 def test_stream_ids_follow_event_time_and_never_decrease(written):
-    _, client, _, _ = written
+    _, client, _, _, _ = written
     entries = client.xrange("pulse:updates")
     ids = [tuple(map(int, i.split(b"-"))) for i, _ in entries]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
@@ -125,13 +125,13 @@ def test_stream_ids_follow_event_time_and_never_decrease(written):
 
 
 def test_every_stream_entry_was_also_published_on_the_channel(written):
-    _, client, _, messages = written
+    _, client, _, messages, _ = written
     stream = [{k.decode(): v.decode() for k, v in f.items()} for _, f in client.xrange("pulse:updates")]
     assert messages == stream
 
 
 def test_the_client_reads_what_redis_holds_without_the_key_schema(written):
-    url, client, _, _ = written
+    url, client, _, _, _ = written
     key = next(client.scan_iter(match="pulse:user:*:recs"))
     user = key.decode().split("{")[1].split("}")[0]
     pulse = PulseClient(url)
@@ -150,7 +150,7 @@ def test_the_client_reads_what_redis_holds_without_the_key_schema(written):
 
 
 def test_the_client_follows_updates_from_a_stream_id(written):
-    url, client, _, _ = written
+    url, client, _, _, _ = written
     entries = client.xrange("pulse:updates")
     pulse = PulseClient(url)
     after = entries[-4][0].decode()
@@ -159,10 +159,41 @@ def test_the_client_follows_updates_from_a_stream_id(written):
 
 
 def test_the_stats_hash_has_the_runs_final_counters(written):
-    url, _, summary, _ = written
+    url, _, summary, _, _ = written
     (stats,) = PulseClient(url).stats()
     assert stats["running"] == "0" and stats["mode"] == "replay"
     assert int(stats["events_in"]) == summary["events_in"]
     assert int(stats["events_ok"]) == summary["events_ok"]
     assert stats["dlq_by_reason"] == summary["dlq_by_reason"]
     assert stats["history"][-1]["events_in"] == summary["events_in"]
+
+
+def test_a_users_recent_events_are_its_latest_accepted_events_newest_first(written):
+    url, client, _, _, lines = written
+    key = next(client.scan_iter(match="pulse:user:*:events"))
+    user = key.decode().split("{")[1].split("}")[0]
+    mine = []
+    for line in lines:
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict) and str(doc.get("user_id")) == user:
+            mine.append(doc)
+    got = PulseClient(url).recent_events(user, 10)
+    assert len(got) == 5
+    assert [e["ts"] for e in got] == sorted((d["ts"] for d in mine), reverse=True)[:5]
+    assert {e["type"] for e in got} <= {d["type"] for d in mine}
+
+
+def test_adding_the_same_recent_events_again_leaves_the_same_set(written, redis_url):
+    from pulse.state.store import RedisStore, ZAddCapped
+
+    writes = [ZAddCapped("pulse:user:{u}:events", ((f"e{i}", float(i)),), cap=3, ttl_s=60) for i in range(6)]
+    store = RedisStore(redis_url)
+    store.add(writes)
+    store.flush()
+    once = redis.Redis.from_url(redis_url).zrange("pulse:user:{u}:events", 0, -1)
+    store.add(writes[::-1])
+    store.close()
+    assert once == redis.Redis.from_url(redis_url).zrange("pulse:user:{u}:events", 0, -1) == [b"e3", b"e4", b"e5"]
