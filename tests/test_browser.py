@@ -19,9 +19,6 @@ from pulse.flows.replay import replay
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's chromium is needed: scripts/test installs it")
-
-
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory, redis_server):
     lines, _ = generate(users=120, items=100, events=3_000, seed=12, days=1)
@@ -40,6 +37,8 @@ def dashboard(tmp_path_factory, redis_server):
 def browser():
     from playwright.sync_api import sync_playwright
 
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium (or `apt-get install chromium`)")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
