@@ -3,7 +3,6 @@
 Server-Sent Events, a token guard, and never a write to Redis."""
 
 import html
-import http.client
 import json
 import subprocess
 import sys
@@ -128,25 +127,22 @@ def test_metrics_count_requests_and_show_the_pipelines_counters(replayed, server
     assert f'pulse_pipeline{{counter="events_in"}} {records:.1f}' in text
 
 
-def sse_events(base: str, seconds: float):
-    """The (event, data) pairs /api/live sends within ``seconds``."""
-    conn = http.client.HTTPConnection(base.split("//")[1], timeout=seconds)
-    conn.request("GET", "/api/live")
-    resp = conn.getresponse()
-    assert resp.status == 200 and resp.getheader("content-type").startswith("text/event-stream")
+def live_events(base: str, seconds: float, **headers):
+    """The (event, data) pairs the WebSocket /api/live sends within ``seconds``."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
     deadline = time.monotonic() + seconds
-    event = None
-    try:
-        while time.monotonic() < deadline:
-            line = resp.fp.readline().decode().rstrip("\n")
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                yield event, json.loads(line[6:])
-    except TimeoutError:
-        return
-    finally:
-        conn.close()
+    with connect(base.replace("http://", "ws://") + "/api/live", additional_headers=headers, open_timeout=30) as ws:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                msg = json.loads(ws.recv(timeout=left))
+            except (TimeoutError, ConnectionClosed):
+                return
+            yield msg["event"], msg["data"]
 
 
 def test_live_events_carry_each_list_written_as_it_is_written(replayed, server, tmp_path):
@@ -154,7 +150,7 @@ def test_live_events_carry_each_list_written_as_it_is_written(replayed, server, 
     later = START_MS + 5 * 86_400_000
     log = tmp_path / "more.jsonl"
     write_log(str(log), [orjson.dumps({"user_id": user, "type": "view", "ts": later + k * 2_000, "item_id": f"new-{k}"}) for k in range(3)])
-    stream = sse_events(server.base, 60)
+    stream = live_events(server.base, 60)
     first = next(stream)  # connected: the first stats event
     assert first[0] == "stats" and first[1]["events_in"] >= 4_000
     replay(log, "native", Settings(), url)
@@ -183,7 +179,7 @@ def test_serving_every_route_never_writes_to_redis(replayed, tmp_path):
                      f"/api/users/{user}/events", f"/api/items/{item}/similar", "/api/trending", "/api/trending/categories",
                      "/api/segments", "/api/anomalies", "/api/meta", "/api/stats", "/api/updates", "/users/nobody"]:
             assert get(serve.base + path)[0] in (200, 404), path
-        assert [e for e, _ in sse_events(serve.base, 3)][:1] == ["stats"]
+        assert [e for e, _ in live_events(serve.base, 3)][:1] == ["stats"]
         assert write_calls(client) == before
     finally:
         serve.stop()
@@ -201,7 +197,7 @@ def test_it_serves_as_a_redis_user_that_may_only_read(replayed, redis_server):
         status, _, body = get(f"{serve.base}/api/users/{user}/recs")
         assert status == 200 and body == client.get(f"pulse:user:{{{user}}}:recs")
         assert get(f"{serve.base}/users/{user}")[0] == 200
-        assert [e for e, _ in sse_events(serve.base, 3)][:1] == ["stats"]
+        assert [e for e, _ in live_events(serve.base, 3)][:1] == ["stats"]
     finally:
         err = serve.stop()
     assert "read-only-pw" not in err
@@ -211,10 +207,16 @@ def test_a_token_guards_every_route_and_never_shows_in_an_answer(replayed):
     url, _, user, _ = replayed
     serve = Serve(url, env={"PULSE_SERVE_TOKEN": "s3cret-t0ken"})
     try:
-        for path in ("/", f"/api/users/{user}/recs", "/metrics", "/docs", "/api/live"):
+        for path in ("/", f"/api/users/{user}/recs", "/metrics", "/docs"):
             status, _, body = get(serve.base + path)
             assert status == 401, path
             assert b"s3cret-t0ken" not in body and b"Authorization: Bearer" in body
+        from websockets.exceptions import InvalidStatus
+
+        with pytest.raises(InvalidStatus) as refused:  # the live feed refuses a page without the token
+            list(live_events(serve.base, 10))
+        assert refused.value.response.status_code == 403
+        assert [e for e, _ in live_events(serve.base, 3, Cookie="pulse_token=s3cret-t0ken")][:1] == ["stats"]
         assert get(f"{serve.base}/api/users/{user}/recs", {"Authorization": "Bearer s3cret-t0ken"})[0] == 200
         assert get(f"{serve.base}/api/users/{user}/recs", {"Authorization": "Bearer wrong"})[0] == 401
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())

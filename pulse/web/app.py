@@ -10,8 +10,8 @@ One FastAPI application, read-only: every value comes from :class:`pulse.client.
   runs' stats; 404 with what was looked for when an id is unknown.
 - Pages: overview (``/``), ``/users/{id}``, ``/items/{id}``, ``/segments``,
   ``/anomalies``, ``/trending``, rendered on the server and kept up to date by
-  ``/api/live`` (Server-Sent Events: ``update`` for each list written, ``stats`` every
-  two seconds). Charts are drawn by Chart.js, shipped in the package.
+  ``/api/live`` (a WebSocket: ``update`` for each list written, ``stats`` every two
+  seconds). Charts are drawn by Chart.js, shipped in the package.
 - ``/metrics``: Prometheus metrics of the server and gauges of the pipeline's stats.
 - With a token (``--token``, ``PULSE_SERVE_TOKEN``) every request needs it: an
   ``Authorization: Bearer`` header, or ``?token=`` once in a browser (kept in a cookie).
@@ -36,9 +36,9 @@ from urllib.parse import quote
 
 import orjson
 import redis.asyncio as aioredis
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -207,26 +207,32 @@ def create_app(redis_url: str, prefix: str = "pulse", token: Optional[str] = Non
     def api_updates(count: int = Query(50, ge=1, le=1000)):
         return _json(client.recent_updates(count))
 
-    @app.get("/api/live", tags=["runs"], summary="Server-Sent Events: 'update' per list written, 'stats' every 2 s")
-    async def api_live(request: Request):
-        return StreamingResponse(live_events(request), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    async def live_events(request: Request):
+    @app.websocket("/api/live")
+    async def api_live(ws: WebSocket):
+        """Live updates: ``{"event": "update", "data": {"user_id", "recomm_id",
+        "generated_at"}}`` for each list written (from the ``pulse:updates`` channel) and
+        ``{"event": "stats", "data": {...}}`` every two seconds."""
+        if token is not None:  # (the HTTP middleware does not see WebSockets)
+            given = ws.query_params.get("token") or ws.cookies.get(TOKEN_COOKIE) or ""
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                await ws.close(code=1008, reason="this Pulse dashboard needs its token")
+                return
+        await ws.accept()
         sub = aioredis.Redis.from_url(redis_url)
         pubsub = sub.pubsub()
         await pubsub.subscribe(keys.updates)
         stats_due = 0.0
         try:
-            yield b": connected\n\n"
-            while not await request.is_disconnected():
+            while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
                 if message is not None and message["type"] == "message":
-                    yield b"event: update\ndata: " + message["data"] + b"\n\n"
+                    await ws.send_text('{"event":"update","data":' + message["data"].decode() + "}")
                 if time.monotonic() >= stats_due:
                     stats_due = time.monotonic() + 2.0
                     total = await asyncio.to_thread(lambda: overview(client.stats()))
-                    yield b"event: stats\ndata: " + orjson.dumps(total) + b"\n\n"
+                    await ws.send_text(orjson.dumps({"event": "stats", "data": total}).decode())
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the page went away
         finally:
             await pubsub.aclose()
             await sub.aclose()

@@ -1,5 +1,5 @@
 // The dashboard's script: charts (Chart.js, shipped with the package) and live updates
-// from /api/live (Server-Sent Events fed by the pulse:updates channel). Pages are
+// from /api/live (a WebSocket fed by the pulse:updates channel). Pages are
 // rendered on the server; this only redraws what changed.
 const Pulse = (() => {
   const charts = {};
@@ -30,13 +30,20 @@ const Pulse = (() => {
   }
 
   function live(handlers) {
+    // A WebSocket, reopened a second after it drops (the server restarts, a proxy times out).
     const status = $("live");
-    const source = new EventSource("/api/live");
-    source.onopen = () => { status.textContent = "● live"; status.classList.add("on"); };
-    source.onerror = () => { status.textContent = "○ reconnecting"; status.classList.remove("on"); };
-    source.addEventListener("update", (e) => handlers.update && handlers.update(JSON.parse(e.data)));
-    source.addEventListener("stats", (e) => handlers.stats && handlers.stats(JSON.parse(e.data)));
-    return source;
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const open = () => {
+      const ws = new WebSocket(`${proto}//${location.host}/api/live`);
+      ws.onopen = () => { status.textContent = "● live"; status.classList.add("on"); };
+      ws.onclose = () => { status.textContent = "○ reconnecting"; status.classList.remove("on"); setTimeout(open, 1000); };
+      ws.onmessage = (e) => {
+        const msg = JSON.parse(e.data);
+        const handle = handlers[msg.event];
+        if (handle) handle(msg.data);
+      };
+    };
+    open();
   }
 
   function historyCharts(history) {
