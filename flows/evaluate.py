@@ -2,7 +2,8 @@
 
 Events are read by the replay source (so MovieLens is in (time, line) order), parsed by
 the same format, deduplicated and profiled by the same :class:`~pulse.state.user.UserState`,
-learned by the same :class:`~pulse.state.engine.Engine` and blended by the same
+learned by the same :class:`~pulse.state.engine.Engine` (with the verdicts of the same
+:class:`~pulse.state.river_models.RiverModels`) and blended by the same
 :class:`~pulse.state.recs.Recommender` over a :class:`~pulse.state.view.LocalView` as in a
 replay in one process. For every event, *before* learning from it, the user's current
 top-K (excluding items the user already interacted with) is checked for the event's item: a hit counts 1 for
@@ -35,6 +36,7 @@ from pulse.operators.events import Event, Raw
 from pulse.operators.windows import summarize
 from pulse.state.engine import Engine, ModelUpdate
 from pulse.state.recs import Recommender, UserRecs
+from pulse.state.river_models import RiverModels
 from pulse.state.user import UserState
 from pulse.state.view import LocalView
 
@@ -175,6 +177,7 @@ def evaluate(
     # Only the models matter here: no global writes, no debounced lists.
     engine_config = dataclasses.replace(engine_config, blend=blend, global_min_events=1 << 62)
     engine = Engine(engine_config)
+    river = RiverModels(engine_config.river)
     view = LocalView(engine)
     recommender = Recommender(engine_config, write_recs=False)
     users: dict[str, UserState] = {}
@@ -226,7 +229,8 @@ def evaluate(
             if st.profile_due(ev.ts):
                 rec_state.categories = list(st.profile_doc(ev.ts)["categories"].items())[:3]
             recommender.learn_one(rec_state, ev, learned.weight, view)
-            engine.learn_one(ModelUpdate.of(ev, learned.weight, summarize(learned.closed, engine_config.model_windows)))
+            up = ModelUpdate.of(ev, learned.weight, summarize(learned.closed, engine_config.model_windows))
+            engine.learn_one(up, river.learn_one(up.user_id, up.src, up.seq, up.windows) if up.windows else None)
         pulse_seconds += clock() - t0
         pulse_cpu += cpu() - c0
         if on_progress is not None and n % 2000 == 0:

@@ -5,6 +5,8 @@
            └─ track_users (per user) ── duplicates ────┤──> DLQ (JSONL file | Kafka topic)
                 │                     └─ late events ──┴──> late output (counted)
                 │   profile, list (blended from a view of the models) ──> Redis
+                ├─ learn_river (closed windows only) ── segments summary ──> Redis
+                │     └─ verdicts ─┐
                 └─ learn_models (the model step) ── verdicts, global keys ──> Redis
 
 Replays and live runs share every step; only the source and the DLQ sink differ.
@@ -26,10 +28,11 @@ from pulse.flows.metrics import flush_hook
 from pulse.operators.events import DeadLetter, Event, Raw
 from pulse.operators.formats import Format
 from pulse.operators.recent import recent_event_writes
-from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, parse_records, track_users
+from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, learn_river, parse_records, track_users
 from pulse.state.engine import Engine, ModelUpdate
 from pulse.state.keys import KeySchema
 from pulse.state.recs import Recommender
+from pulse.state.river_models import Verdict
 from pulse.state.store import RedisSink, RedisStore, WorkerStores
 from pulse.state.updates import UpdateNotifier
 from pulse.state.view import LocalView, RemoteView
@@ -167,7 +170,10 @@ def build_flow(
         model_in = op.merge("model_in", updates, dead_letters, ends)
     else:
         model_in = updates
+    river = op.branch("river_out", learn_river("river", model_in, options), lambda x: isinstance(x, Verdict))
+    model_in = op.merge("model_in_verdicts", model_in, river.trues)
     writes = learn_models("learn", model_in, options, on_engine=handles.engines.append)
+    writes = op.merge("writes", writes, river.falses)
     keyed = op.key_on("write_key", writes, lambda w: w.key)
     op.output("redis", keyed, RedisSink(writers))
     return flow

@@ -6,8 +6,10 @@ A Pulse dataflow is these steps, top to bottom (see :mod:`pulse.flows.pipeline`)
 2. :func:`track_users` — per user: dedup, event-time windows, decayed profile, the
    user's list blended from a view of the models → updates for the models | dead
    letters (duplicates) | late events; the user's documents go to ``write``;
-3. :func:`learn_models` — the model step: trending, co-visitation, River segments and
-   anomalies, applied in canonical order → Redis writes (verdicts, global keys).
+3. :func:`learn_river` — the River models (segments, anomaly flags), fed only by the
+   windows that closed (and coverage counts of the rest) → a verdict per update;
+4. :func:`learn_models` — the model step: trending, co-visitation and what the verdicts
+   say of each user, applied in canonical order → Redis writes (verdicts, global keys).
 
 The steps hold no I/O of their own: sources, sinks, the view and the user step's
 ``write`` (the worker's own Redis connection) are given by the flow.
@@ -29,15 +31,18 @@ from bytewax.operators import StatefulBatchLogic
 
 from pulse.operators.events import DeadLetter, Event, PartitionEnd, Raw
 from pulse.operators.formats import Format
-from pulse.operators.order import SequencedMerge
+from pulse.operators.order import BlockOrder, Coverage, SequencedMerge, coverage
 from pulse.operators.windows import summarize
 from pulse.state.engine import Engine, EngineConfig, ModelUpdate
 from pulse.state.recs import Recommender, UserRecs
+from pulse.state.river_models import RiverModels, Verdict
 from pulse.state.store import Put, Write
 from pulse.state.user import UserConfig, UserState
 
 #: the model step's one key
 MODELS_KEY = "models"
+#: the River models' one key
+RIVER_KEY = "river"
 
 
 @dataclass
@@ -230,8 +235,87 @@ def track_users(step_id: str, events: Stream[Event], options: StepOptions, outpu
     return op.key_rm(f"{step_id}_unkey", out)
 
 
-# -- 3. the models ---------------------------------------------------------------------
-ModelIn = Union[ModelUpdate, DeadLetter, PartitionEnd]
+# -- 3. the River models ----------------------------------------------------------------
+RiverIn = Union[Coverage, PartitionEnd]
+
+
+def _river_key(up: ModelUpdate):
+    return (up.src, up.seq) if up.event else None
+
+
+class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], tuple]):
+    def __init__(self, resume: Optional[tuple], options: StepOptions) -> None:
+        if resume is not None:
+            self.models, self.order = resume
+        else:
+            self.models = RiverModels(options.engine.river)
+            # (without the source's partitions, as in a hand-built flow: arrival order)
+            self.order = (
+                BlockOrder(options.ordered_sources, _river_key, _update_user, live=options.live_idle_s is not None)
+                if options.ordered_sources is not None
+                else None
+            )
+        self.options = options
+
+    def _learn(self, ups: Iterable[ModelUpdate]) -> list:
+        learn = self.models.learn_one
+        out: list = [learn(up.user_id, up.src, up.seq, up.windows) for up in ups]
+        if self.models.summary_due():
+            out.append(Put(self.options.engine.keys.segments, orjson.dumps(self.models.summary())))
+        return out
+
+    def on_batch(self, values: List[RiverIn]) -> Tuple[Iterable, bool]:
+        ready: list[ModelUpdate] = []
+        order = self.order
+        for item in values:
+            if order is not None:
+                ready.extend(order.push(item))
+            elif type(item) is Coverage:
+                ready.extend(item.items)
+        return self._learn(ready), self.RETAIN
+
+    def on_eof(self) -> Tuple[Iterable, bool]:
+        out = self._learn(self.order.drain() if self.order is not None else ())
+        if self.models.segmenter.learned:
+            out.append(Put(self.options.engine.keys.segments, orjson.dumps(self.models.summary())))
+        return out, self.RETAIN
+
+    def snapshot(self) -> Optional[tuple]:
+        if not self.options.snapshots:
+            return None
+        return copy.deepcopy((self.models, self.order))
+
+
+def _river_batch(batch: list, live: bool) -> list:
+    """One worker's batch of model input → what the River step needs of it: the updates
+    that closed windows, with the coverage of every record (see
+    :class:`~pulse.operators.order.BlockOrder`), and the partition ends."""
+    out: list = [x for x in batch if type(x) is PartitionEnd]
+    positions = [(x.src, x.seq) if type(x) is ModelUpdate else (x.source, x.seq) for x in batch
+                 if (type(x) is ModelUpdate and x.event) or type(x) is DeadLetter]
+    windows = [x for x in batch if type(x) is ModelUpdate and x.windows]
+    if positions or windows:
+        out.append(coverage(positions, windows, live))
+    return out
+
+
+def learn_river(step_id: str, updates: Stream, options: StepOptions) -> Stream:
+    """The River models: from the model input (updates, and in replays dead letters and
+    partition ends) only the updates that closed windows cross, with per-batch coverage
+    counts of the rest. Emits a :class:`~pulse.state.river_models.Verdict` per such update,
+    and ``pulse:segments`` as a Redis write."""
+    live = options.live_idle_s is not None
+    per_batch = op.flat_map_batch(f"{step_id}_batch", updates, lambda batch: _river_batch(batch, live))
+    keyed = op.key_on(f"{step_id}_key", per_batch, lambda _: RIVER_KEY)
+
+    def build(resume: Optional[tuple]) -> _RiverLogic:
+        return _RiverLogic(resume, options)
+
+    return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_models", keyed, build))
+
+
+# -- 4. the models ---------------------------------------------------------------------
+ModelIn = Union[ModelUpdate, DeadLetter, PartitionEnd, Verdict]
 
 
 def _update_ts(up: ModelUpdate) -> int:
@@ -246,10 +330,36 @@ def _update_user(up: ModelUpdate) -> str:
     return up.user_id
 
 
+class _Verdicts:
+    """The River step's verdicts that came before their updates: by position, and for
+    updates without an event (a user's last windows) per user, first come first."""
+
+    def __init__(self) -> None:
+        self.at: dict[tuple[str, int], Verdict] = {}
+        self.closing: dict[str, list[Verdict]] = {}
+
+    def add(self, v: Verdict) -> None:
+        if v.seq >= 0:
+            self.at[(v.src, v.seq)] = v
+        else:
+            self.closing.setdefault(v.user_id, []).append(v)
+
+    def take(self, up: ModelUpdate) -> Optional[Verdict]:
+        if up.event:
+            return self.at.pop((up.src, up.seq), None)
+        queue = self.closing.get(up.user_id)
+        if not queue:
+            return None
+        v = queue.pop(0)
+        if not queue:
+            del self.closing[up.user_id]
+        return v
+
+
 class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
     def __init__(self, resume: Optional[tuple], options: StepOptions, on_engine: Optional[Callable[[Engine], None]]) -> None:
         if resume is not None:
-            self.engine, self.merge = resume
+            self.engine, self.merge, self.verdicts, self.waiting = resume
         else:
             self.engine = Engine(options.engine)
             self.merge = (
@@ -257,6 +367,9 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
                 if options.ordered_sources is not None
                 else None
             )
+            self.verdicts = _Verdicts()
+            #: updates in order, from the first one whose verdict is still to come
+            self.waiting: list[ModelUpdate] = []
         self.options = options
         self._global_wall = 0
         if on_engine is not None:
@@ -265,22 +378,49 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
     def _learn(self, updates: Iterable[ModelUpdate]) -> list[Write]:
         out: list[Write] = []
         learn = self.engine.learn_one
+        waiting, take = self.waiting, self.verdicts.take
         with self.engine.lock:
             for up in updates:
-                out.extend(learn(up))
+                if waiting:
+                    waiting.append(up)
+                    continue
+                if up.windows:
+                    verdict = take(up)
+                    if verdict is None:
+                        waiting.append(up)
+                        continue
+                    out.extend(learn(up, verdict))
+                else:
+                    out.extend(learn(up))
         return out
+
+    def _resume_waiting(self) -> list[Write]:
+        waiting, self.waiting = self.waiting, []
+        return self._learn(waiting)
 
     def on_batch(self, values: List[ModelIn]) -> Tuple[Iterable[Write], bool]:
         merge = self.merge
-        if merge is None:
-            return self._learn(v for v in values if type(v) is ModelUpdate), self.RETAIN
         ready: list[ModelUpdate] = []
+        verdicts = False
         for item in values:
-            ready.extend(merge.push(item))
-        return self._learn(ready), self.RETAIN
+            if type(item) is Verdict:
+                self.verdicts.add(item)
+                verdicts = True
+            elif merge is None:
+                if type(item) is ModelUpdate:
+                    ready.append(item)
+            else:
+                ready.extend(merge.push(item))
+        out = self._resume_waiting() if verdicts and self.waiting else []
+        out.extend(self._learn(ready))
+        return out, self.RETAIN
 
     def on_eof(self) -> Tuple[Iterable[Write], bool]:
         out = self._learn(self.merge.drain()) if self.merge is not None else []
+        if self.waiting:
+            up = self.waiting[0]
+            raise RuntimeError(f"the River step gave no verdict for the windows of user {up.user_id!r} "
+                               f"(record {up.seq} of {up.src!r}); {len(self.waiting)} updates wait")
         with self.engine.lock:
             out.extend(self.engine.flush())
         return out, self.RETAIN
@@ -306,7 +446,7 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
         if not self.options.snapshots:
             return None
         with self.engine.lock:
-            return copy.deepcopy((self.engine, self.merge))
+            return copy.deepcopy((self.engine, self.merge, self.verdicts, self.waiting))
 
 
 def learn_models(
@@ -315,9 +455,10 @@ def learn_models(
     options: StepOptions,
     on_engine: Optional[Callable[[Engine], None]] = None,
 ) -> Stream[Write]:
-    """Route every update to the model step and learn the global models from it; emits
-    the users' verdicts and the global keys as Redis writes. Replays also route dead
-    letters and partition ends here, so the models see updates in canonical order."""
+    """Route every update to the model step and learn the global models from it, with
+    the River step's verdicts (an update with windows waits for its own); emits the
+    users' verdicts and the global keys as Redis writes. Replays also route dead letters
+    and partition ends here, so the models see updates in canonical order."""
     keyed = op.key_on(f"{step_id}_key", updates, lambda _: MODELS_KEY)
 
     def build(resume: Optional[tuple]) -> _ModelLogic:

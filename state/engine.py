@@ -6,14 +6,16 @@ The engine is the dataflow's one shard of global state. It receives every accept
 
 * :class:`~pulse.state.trending.Trending` popularity: global, per category, per segment;
 * :class:`~pulse.state.covisit.CoVisitation` item-to-item co-visitation;
-* the River models of :mod:`pulse.state.segments` and :mod:`pulse.state.anomaly`;
+* what the River models (:mod:`pulse.state.river_models`, a step of their own fed
+  only by closed windows) made of each user: the :class:`~pulse.state.river_models.Verdict`
+  of an update's windows comes with the update;
 * an :class:`~pulse.state.covisit.ItemIndex` that numbers items, so that lists and
   heads are numpy arrays a blend gathers cheaply (:class:`~pulse.state.view.LocalView`);
 * per user only what the models need: the recent distinct items (co-visitation pairs
   a new item with them), the segment and the anomaly verdict.
 
 For each update it returns the writes due: the user's verdicts
-(``pulse:user:{<id>}:segment``) when they change, and the global keys. The user step
+(``pulse:user:{<id>}:segment``, ``pulse:anomalies``) when they change, and the global keys. The user step
 blends users' lists from a :mod:`~pulse.state.view` of these models. Everything is a
 function of event time and of the events' order, never of the wall clock, so a replay
 learns the same models whatever the shape of the cluster.
@@ -29,7 +31,7 @@ Example:
 >>> eng = Engine(EngineConfig())
 >>> writes = eng.learn_one(ModelUpdate.of(Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ()))
 >>> sorted(w.key for w in writes)
-['pulse:item:{a}:nbrs', 'pulse:item:{a}:similar', 'pulse:meta', 'pulse:segments', 'pulse:trending']
+['pulse:item:{a}:nbrs', 'pulse:item:{a}:similar', 'pulse:meta', 'pulse:trending']
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ import orjson
 from pulse.operators.events import Event
 from pulse.operators.recommend import BlendConfig, Candidates, Scratch, blend_parts
 from pulse.operators.windows import WindowSummary
-from pulse.state.anomaly import AnomalyConfig, AnomalyDetector
+from pulse.state.anomaly import AnomalyConfig
 from pulse.state.covisit import CoVisitation, ItemIndex
 from pulse.state.keys import SCHEMA_VERSION, KeySchema
-from pulse.state.segments import SegmentConfig, Segmenter
+from pulse.state.river_models import RiverConfig, Verdict
+from pulse.state.segments import SegmentConfig
 from pulse.state.store import HashSet, Put, StreamAdd, Write, ZReplace
 from pulse.state.trending import Trending
 from pulse.state.view import MAX_ITEM_CATEGORIES, ItemCategories
@@ -114,6 +117,10 @@ class EngineConfig:
         """The window kinds the models learn from (the user step sends only those)."""
         return frozenset((self.segments.window, self.anomaly.window))
 
+    @property
+    def river(self) -> RiverConfig:
+        return RiverConfig(self.segments, self.anomaly, self.global_interval_s)
+
 
 class UserModelState:
     """What the models remember per user."""
@@ -158,8 +165,6 @@ class Engine:
         self.by_segment: dict[str, Trending] = {}
         self.covisit = CoVisitation(c.covisit_half_life_s, c.covisit_window, c.covisit_recency, c.covisit_neighbours,
                                     c.covisit_alpha, c.covisit_beta, index=self.index)
-        self.segmenter = Segmenter(c.segments)
-        self.detector = AnomalyDetector(c.anomaly)
         self.users: dict[str, UserModelState] = {}
         self.item_categories: dict[str, tuple[str, ...]] = {}
         self.categories = ItemCategories()  # by item number, for the blend's category cap
@@ -170,6 +175,7 @@ class Engine:
         self.clock = 0  # the largest event time seen
         self.events = 0
         self.events_flagged = 0
+        self.flags = 0  # users newly flagged
         self._dirty_items: set[str] = set()
         self._dirty_categories: set[str] = set()
         self._dirty_segments: set[str] = set()
@@ -213,17 +219,19 @@ class Engine:
                 del self.users[next(iter(self.users))]
         return st
 
-    def learn_one(self, up: ModelUpdate) -> list[Write]:
-        """Fold in one update; returns the writes it causes."""
+    def learn_one(self, up: ModelUpdate, verdict: Optional[Verdict] = None) -> list[Write]:
+        """Fold in one update, and the River models' ``verdict`` of its windows (an
+        update with windows has one); returns the writes it causes."""
         writes: list[Write] = []
         st = self.user(up.user_id)
         if up.windows:
-            verdict = (st.segment, st.traits, st.anomaly)
-            for window in up.windows:
-                self._learn_window(up.user_id, st, window, writes)
-            if (st.segment, st.traits, st.anomaly) != verdict:
+            if verdict is None:
+                raise ValueError(f"an update of user {up.user_id!r} closed windows but came without their verdict")
+            before = (st.segment, st.traits, st.anomaly)
+            self._apply(up.user_id, st, verdict, writes)
+            if (st.segment, st.traits, st.anomaly) != before:
                 writes.append(self._verdict_write(up.user_id, st))
-                if st.anomaly["flagged"] and not verdict[2]["flagged"]:
+                if st.anomaly["flagged"] and not before[2]["flagged"]:
                     writes.append(self._flagged_list(up.user_id, st))
         if up.event:
             self.events += 1
@@ -302,23 +310,22 @@ class Engine:
                 if len(recent) > self.config.covisit_window:  # (co-visitation pairs no older ones)
                     del recent[0]
 
-    def _learn_window(self, user_id: str, st: UserModelState, window: WindowSummary, writes: list[Write]) -> None:
-        if window.kind == self.config.anomaly.window:
+    def _apply(self, user_id: str, st: UserModelState, verdict: Verdict, writes: list[Write]) -> None:
+        for anomaly, window_end in verdict.anomalies:
             was = st.anomaly["flagged"]
-            verdict = self.detector.learn_one(window, st.anomaly)
-            st.anomaly = verdict
-            if verdict["flagged"] and not was:
+            st.anomaly = anomaly
+            if anomaly["flagged"] and not was:
+                self.flags += 1
                 writes.append(
                     StreamAdd(
                         self.keys.anomalies,
                         self._stream_id(),
-                        (("user_id", user_id), ("score", f"{verdict['score']:.6f}"), ("reason", verdict["reason"]),
-                         ("window_end", iso_ms(window.end_ms))),
+                        (("user_id", user_id), ("score", f"{anomaly['score']:.6f}"), ("reason", anomaly["reason"]),
+                         ("window_end", iso_ms(window_end))),
                     )
                 )
-        if window.kind == self.config.segments.window:
-            segment, traits = self.segmenter.learn_one(window)
-            st.segment, st.traits = segment, tuple(traits)
+        if verdict.segment is not None:
+            st.segment, st.traits = verdict.segment, verdict.traits
 
     # -- time ----------------------------------------------------------------------
     def tick(self, now: int) -> list[Write]:
@@ -361,7 +368,6 @@ class Engine:
         for names in dirty:
             names.clear()
         writes.extend(self._global_share(now))
-        writes.append(Put(keys.segments, orjson.dumps(self.segmenter.summary())))
         writes.append(
             HashSet(
                 keys.meta,
@@ -372,7 +378,7 @@ class Engine:
                     ("last_event_ms", str(self.clock)),
                     ("users", str(len(self.users))),
                     ("items", str(len(self.trending))),
-                    ("anomalies_flagged", str(self.detector.flags)),
+                    ("anomalies_flagged", str(self.flags)),
                 ),
             )
         )
