@@ -64,10 +64,10 @@ class Settings(BaseSettings):
     # the data-quality monitor (pulse:stats:{<process>}, the dashboard, the log, pulse_monitor_alert)
     monitor_interval_s: float = Field(1.0, description="seconds between the monitor's samples")
     monitor_window_s: float = Field(10.0, description="the monitor checks rates over this many seconds")
-    monitor_dlq_share_max: float = Field(0.05, description="alert when one dead-letter reason takes more than this share of records")
+    monitor_dlq_share_max: float = Field(0.10, description="alert when one dead-letter reason takes more than this share of records")
     monitor_late_share_max: float = Field(0.01, description="alert when more than this share of events is late")
     monitor_min_events_per_s: float = Field(0.0, description="live runs: alert below this many records/s (0: off)")
-    monitor_drift_max: float = Field(3.0, description="alert when a segment's centroid moves more (standard deviations)")
+    monitor_drift_max: float = Field(10.0, description="alert when a segment's centroid moves more (standard deviations)")
     monitor_min_events: int = Field(100, description="share checks need this many records in the window")
     # pulse serve
     serve_token: Optional[SecretStr] = Field(None, description="pulse serve: the token every request must carry (PULSE_SERVE_TOKEN)")
