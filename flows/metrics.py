@@ -9,11 +9,12 @@ counted as they happen, by the stores' ``on_flush`` hook (:func:`flush_hook`).
 
 Example:
 
+>>> from prometheus_client import REGISTRY
 >>> from pulse.state.store import Put
 >>> hook = flush_hook(live=False)
->>> before = REDIS_WRITES._value.get()
+>>> before = REGISTRY.get_sample_value("pulse_redis_writes_total")
 >>> hook([Put("pulse:user:{u1}:recs", b"{}")], 0.002)
->>> REDIS_WRITES._value.get() - before
+>>> REGISTRY.get_sample_value("pulse_redis_writes_total") - before
 1.0
 """
 
