@@ -10,6 +10,7 @@ from typing import Literal, Optional
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from pulse.flows.monitor import Thresholds
 from pulse.operators.recommend import BlendConfig
 from pulse.state.anomaly import AnomalyConfig
 from pulse.state.engine import EngineConfig
@@ -56,6 +57,20 @@ class Settings(BaseSettings):
     segments: int = 5
     anomaly_quantile: float = 0.98
     anomaly_min_events: int = 30
+    recent_events: int = Field(0, description="keep each user's latest N events in pulse:user:{<id>}:events for the dashboard (0: off; about 60 bytes of Redis each)")
+    # change notifications (pulse:updates)
+    updates: bool = Field(True, description="announce every list written on the pulse:updates stream and Pub/Sub channel")
+    updates_maxlen: int = Field(10_000, description="the pulse:updates stream is capped at about this many entries")
+    # the data-quality monitor (pulse:stats:{<process>}, the dashboard, the log, pulse_monitor_alert)
+    monitor_interval_s: float = Field(1.0, description="seconds between the monitor's samples")
+    monitor_window_s: float = Field(10.0, description="the monitor checks rates over this many seconds")
+    monitor_dlq_share_max: float = Field(0.10, description="alert when one dead-letter reason takes more than this share of records")
+    monitor_late_share_max: float = Field(0.01, description="alert when more than this share of events is late")
+    monitor_min_events_per_s: float = Field(0.0, description="live runs: alert below this many records/s (0: off)")
+    monitor_drift_max: float = Field(10.0, description="alert when a segment's centroid moves more (standard deviations)")
+    monitor_min_events: int = Field(100, description="share checks need this many records in the window")
+    # pulse serve
+    serve_token: Optional[SecretStr] = Field(None, description="pulse serve: the token every request must carry (PULSE_SERVE_TOKEN)")
     live_idle_s: float = Field(1800.0, description="live runs: evict users idle this long (wall clock)")
     gc_threshold: int = Field(50_000, description="allocations between young-generation garbage collections")
     # the HTTP collector (pulse collect)
@@ -89,6 +104,11 @@ class Settings(BaseSettings):
         if path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(dlq_share_max=self.monitor_dlq_share_max, late_share_max=self.monitor_late_share_max,
+                          min_events_per_s=self.monitor_min_events_per_s, drift_max=self.monitor_drift_max,
+                          min_events=self.monitor_min_events)
 
     def keys(self) -> KeySchema:
         return KeySchema(self.key_prefix)
