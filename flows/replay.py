@@ -120,7 +120,7 @@ def summary(handles: RunHandles, events_in: int, seconds: float) -> dict:
     c = handles.counters
     users: set = set()
     for store in handles.stores:
-        users |= store.stats.user_ids
+        users |= store.stats.profile_hashes
     return {
         "events_in": events_in,
         "events_ok": c.events_ok,

@@ -237,6 +237,9 @@ class _Verdicts:
         else:
             self.closing.setdefault(v.user_id, []).append(v)
 
+    def __len__(self) -> int:
+        return len(self.at) + len(self.closing)
+
     def take(self, up: ModelUpdate) -> Optional[Verdict]:
         if up.event:
             return self.at.pop((up.src, up.seq), None)
@@ -251,23 +254,27 @@ class _Verdicts:
 
 class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
     def __init__(self, resume: Optional[tuple], options: StepOptions, outputs: UserOutputs) -> None:
+        # (the verdicts that came early and the updates that wait are rare and short-lived:
+        # None while there are none, which most users are most of the time)
         if resume is not None:
             self.recs, self.verdicts, self.waiting = resume
         else:
             self.recs = UserRecs(options.engine.max_seen)
-            self.verdicts = _Verdicts()
+            self.verdicts: Optional[_Verdicts] = None
             #: the user's updates, in order, from the first one whose verdict is still to come
-            self.waiting: list[ModelUpdate] = []
+            self.waiting: Optional[list[ModelUpdate]] = None
         self.options = options
         self.outputs = outputs
         self.user_id: Optional[str] = None
         self._recs_deadline: Optional[datetime] = None  # live runs: when a held-back list is due
 
     def on_batch(self, values: List[ListIn]) -> Tuple[Iterable[ItemUpdate], bool]:
-        waiting, verdicts = self.waiting, self.verdicts
+        waiting = self.waiting if self.waiting is not None else []
         for v in values:
             if type(v) is Verdict:
-                verdicts.add(v)
+                if self.verdicts is None:
+                    self.verdicts = _Verdicts()
+                self.verdicts.add(v)
             else:
                 waiting.append(v)
         out: list[ItemUpdate] = []
@@ -278,7 +285,7 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
         for up in waiting:
             verdict = None
             if up.windows:
-                verdict = verdicts.take(up)
+                verdict = self.verdicts.take(up) if self.verdicts is not None else None
                 if verdict is None:
                     break
             if view is None:
@@ -289,6 +296,9 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             out.append(item_update)
             done += 1
         del waiting[:done]
+        self.waiting = waiting or None
+        if self.verdicts is not None and not self.verdicts:
+            self.verdicts = None
         if writes:
             self.outputs.write(writes)
         return out, self.RETAIN

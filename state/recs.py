@@ -32,7 +32,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from typing import Optional, Union
 
 import numpy as np
 import orjson
@@ -58,6 +59,9 @@ class ItemSet:
     """
 
     __slots__ = ("ids", "capacity", "_array", "_size", "_index")
+
+    #: from how many items the numbers are kept between calls
+    CACHED = 16
 
     def __init__(self, capacity: int = 2_000) -> None:
         self.ids: dict[str, None] = {}
@@ -104,13 +108,15 @@ class ItemSet:
 
     def numbers(self, index) -> np.ndarray:
         """The items' numbers in ``index`` (an :class:`~pulse.state.covisit.ItemIndex`;
-        a view: do not keep it)."""
-        if self._index is not index:
-            add = index.add
-            self._array = np.fromiter((add(i) for i in self.ids), dtype=np.int64, count=len(self.ids))
-            self._size = len(self.ids)
-            self._index = index
-        return self._array[: self._size]
+        a view: do not keep it). Kept for the next call from ``CACHED`` items on: a
+        small set costs less to number again than to keep an array."""
+        if self._index is index:
+            return self._array[: self._size]
+        add = index.add
+        numbers = np.fromiter((add(i) for i in self.ids), dtype=np.int64, count=len(self.ids))
+        if len(numbers) >= self.CACHED:
+            self._array, self._size, self._index = numbers, len(numbers), index
+        return numbers
 
 
 _NO_NUMBERS = np.zeros(0, dtype=np.int64)
@@ -120,28 +126,50 @@ class UserRecs:
     """What the list step remembers of a user."""
 
     __slots__ = ("recent", "seen", "purchased", "categories", "recs_at", "recs_due", "recs_n", "last_ts",
-                 "segment", "traits", "anomaly", "known")
+                 "segment", "traits", "_anomaly", "known")
 
     def __init__(self, max_seen: int = 2_000) -> None:
         self.recent: list[str] = []  # recent distinct items, newest last
         self.seen = ItemSet(max_seen)
         self.purchased = ItemSet(max_seen)
-        self.categories: list[tuple[str, float]] = []  # strongest first
+        self.categories: tuple[tuple[str, float], ...] = ()  # strongest first
         self.recs_at: Optional[int] = None
         self.recs_due: Optional[int] = None
         self.recs_n = 0
         self.last_ts = 0
         self.segment: Optional[str] = None
         self.traits: tuple[str, ...] = ()
-        self.anomaly: dict = NOT_FLAGGED
+        # The anomaly verdict, small: None before the first, the score alone while not
+        # flagged (most users; the rest of that verdict is the same for all), else the
+        # verdict.
+        self._anomaly: Union[None, float, dict] = None
         self.known = False  # whether the model step has had an update of this user
 
     @property
+    def anomaly(self) -> dict:
+        """The detector's last verdict of the user (:data:`NOT_FLAGGED` before any)."""
+        a = self._anomaly
+        if a is None:
+            return NOT_FLAGGED
+        if type(a) is float:
+            return {"score": a, "flagged": False, "reason": "", "clear_in": 0}
+        return a
+
+    @anomaly.setter
+    def anomaly(self, verdict: dict) -> None:
+        if verdict == NOT_FLAGGED:
+            self._anomaly = None
+        elif not verdict["flagged"] and verdict == {"score": verdict["score"], "flagged": False, "reason": "", "clear_in": 0}:
+            self._anomaly = float(verdict["score"])
+        else:
+            self._anomaly = verdict
+
+    @property
     def flagged(self) -> bool:
-        return self.anomaly["flagged"]
+        return type(self._anomaly) is dict and self._anomaly["flagged"]
 
 
-#: the verdict of a user the anomaly detector has not flagged (shared: most users)
+#: the verdict of a user the anomaly detector has not judged yet
 NOT_FLAGGED = {"score": 0.0, "flagged": False}
 
 
@@ -167,20 +195,21 @@ class Recommender:
         new_flag = False
         if verdict is not None:
             before = (st.segment, st.traits, st.anomaly)
+            was_flagged = st.flagged
             for anomaly, _, new in verdict.anomalies:
-                st.anomaly = NOT_FLAGGED if anomaly == NOT_FLAGGED else anomaly
+                st.anomaly = anomaly
                 new_flag = new_flag or new
             if verdict.segment is not None:
                 st.segment, st.traits = verdict.segment, verdict.traits
             if (st.segment, st.traits, st.anomaly) != before and self.write_recs:
                 doc = {"user_id": up.user_id, "segment": st.segment, "segment_traits": list(st.traits), "anomaly": st.anomaly}
                 writes.append(Put(self.keys.verdict(up.user_id), orjson.dumps(doc), self.config.user_ttl_s))
-            if st.flagged and not before[2]["flagged"] and self.write_recs:
+            if st.flagged and not was_flagged and self.write_recs:
                 # A newly flagged user's list, at once: trending only (a replay's last
                 # windows close after the user's last event).
                 writes.append(self.recs_write(st, up.user_id, max(st.last_ts, up.ts), view))
         if up.affinities is not None:
-            st.categories = list(up.affinities)
+            st.categories = up.affinities
         item_update = ItemUpdate(up.user_id, up.event, up.item_id, up.category, up.ts, up.weight, tuple(st.recent),
                                  st.segment, st.flagged, new_flag, not st.known, up.src, up.seq)
         st.known = True
@@ -191,6 +220,7 @@ class Recommender:
     def _learn_event(self, st: UserRecs, up: ModelUpdate, view) -> list[Put]:
         item = up.item_id
         if item is not None:
+            item = sys.intern(item)  # users share one copy of each id
             if up.weight > 0:
                 recent = st.recent
                 if not recent or recent[-1] != item:

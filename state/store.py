@@ -145,7 +145,8 @@ class StoreStats:
     keys_written: int = 0
     flushes: int = 0
     failures: int = 0
-    user_ids: set = field(default_factory=set)
+    #: hashes of the profile keys written (one per user: what the run summary counts)
+    profile_hashes: set = field(default_factory=set)
 
 
 def address(url: str) -> str:
@@ -359,7 +360,7 @@ class RedisStore:
         if self.track_users:
             for key, w in batch.items():
                 if type(w) is Put and key.endswith("}:profile"):
-                    self.stats.user_ids.add(key[key.index("{") + 1 : -len("}:profile")])
+                    self.stats.profile_hashes.add(hash(key))  # (an int costs less than the id)
 
 
 def route(client: Client, writes: Sequence[Write]) -> list[tuple[redis.ConnectionPool, list[Write]]]:
