@@ -11,6 +11,7 @@ from typing import Optional
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
@@ -50,7 +51,13 @@ def _settings(config: Optional[Path], redis: Optional[str], prefix: Optional[str
         overrides["redis_url"] = redis
     if prefix:
         overrides["key_prefix"] = prefix
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        # field and message only: pydantic's own text quotes the input, which may be a secret
+        problems = "; ".join(f"{'.'.join(str(p) for p in x['loc'])}: {x['msg'].removeprefix('Value error, ')}"
+                             for x in e.errors(include_url=False))
+        _fail(f"bad settings: {problems}")
 
 
 def _progress(label: str):

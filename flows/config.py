@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from pulse.operators.recommend import BlendConfig
@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     anomaly_min_events: int = 30
     live_idle_s: float = Field(1800.0, description="live runs: evict users idle this long (wall clock)")
     gc_threshold: int = Field(50_000, description="allocations between young-generation garbage collections")
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        KeySchema(value)  # raises, saying which prefixes are allowed
+        return value
 
     @classmethod
     def settings_customise_sources(
