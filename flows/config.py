@@ -1,13 +1,29 @@
 """Configuration: every knob in one place, from environment variables (``PULSE_*``),
 an optional TOML file (``PULSE_CONFIG`` or ``--config``), or command-line options (which
-win). ``pulse config`` prints the effective values."""
+win). ``pulse config`` prints the effective values, with every secret masked.
+
+Secrets (the Redis password, the Kafka SASL password, a TLS key's password) come from
+the environment (``PULSE_REDIS_PASSWORD``) or from a file named there
+(``PULSE_REDIS_PASSWORD_FILE``: what Kubernetes and Docker secrets mount); a password in
+the Redis URL works too. :meth:`Settings.secrets` lists them, so that no output shows
+them (:mod:`pulse.flows.redact`).
+
+>>> s = Settings(redis_url="rediss://pulse:s3cret@cache:6380/0", kafka_sasl_password="t0ken")
+>>> s.masked_dump()["redis_url"], s.masked_dump()["kafka_sasl_password"]
+('rediss://pulse:***@cache:6380/0', '***')
+>>> sorted(s.secrets())
+['s3cret', 't0ken']
+"""
 
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from pulse.operators.recommend import BlendConfig
@@ -17,6 +33,7 @@ from pulse.state.keys import KeySchema
 from pulse.state.profile import ProfileConfig
 from pulse.state.rules import RuleConfig
 from pulse.state.segments import SegmentConfig
+from pulse.state.store import RedisTarget
 from pulse.state.user import UserConfig
 
 
@@ -25,7 +42,25 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PULSE_", extra="ignore")
 
-    redis_url: Optional[str] = Field(None, description="Redis to write to; none = embedded server (demo only)")
+    redis_url: Optional[str] = Field(None, description="Redis to write to (rediss:// for TLS); none = embedded server (demo only)")
+    redis_username: Optional[str] = Field(None, description="Redis ACL user (instead of the URL's)")
+    redis_password: Optional[SecretStr] = Field(None, description="its password (instead of the URL's)")
+    redis_password_file: Optional[Path] = Field(None, description="a file holding the Redis password")
+    redis_tls_ca_file: Optional[Path] = Field(None, description="CA certificate(s) that signed the Redis server's (rediss://)")
+    redis_tls_cert_file: Optional[Path] = Field(None, description="client certificate, for servers with tls-auth-clients")
+    redis_tls_key_file: Optional[Path] = Field(None, description="the client certificate's private key")
+    # Kafka security: passed to librdkafka as they are (its names in the comments)
+    kafka_security_protocol: Optional[str] = Field(None, description="security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+    kafka_sasl_mechanism: Optional[str] = Field(None, description="sasl.mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ...")
+    kafka_sasl_username: Optional[str] = Field(None, description="sasl.username")
+    kafka_sasl_password: Optional[SecretStr] = Field(None, description="sasl.password")
+    kafka_sasl_password_file: Optional[Path] = Field(None, description="a file holding sasl.password")
+    kafka_ssl_ca_file: Optional[Path] = Field(None, description="ssl.ca.location: the CA that signed the brokers' certificates")
+    kafka_ssl_cert_file: Optional[Path] = Field(None, description="ssl.certificate.location: client certificate")
+    kafka_ssl_key_file: Optional[Path] = Field(None, description="ssl.key.location: its private key")
+    kafka_ssl_key_password: Optional[SecretStr] = Field(None, description="ssl.key.password")
+    kafka_options: dict[str, str] = Field(default_factory=dict, description="any other librdkafka setting, as JSON "
+                                          "(PULSE_KAFKA_OPTIONS='{\"ssl.endpoint.identification.algorithm\": \"none\"}')")
     key_prefix: str = Field("pulse", description="prefix of every Redis key")
     user_ttl_s: int = Field(30 * 86400, description="TTL of per-user keys, seconds")
     flush_interval_s: float = Field(0.01, description="how long Redis writes are coalesced")
@@ -83,6 +118,55 @@ class Settings(BaseSettings):
     def keys(self) -> KeySchema:
         return KeySchema(self.key_prefix)
 
+    def redis_target(self) -> RedisTarget:
+        """How to reach :attr:`redis_url`: with the ACL user, password and TLS files set
+        beside it. :class:`ValueError` when they do not fit together."""
+        if not self.redis_url:
+            raise ValueError("no Redis URL")
+        password = _secret(self.redis_password, self.redis_password_file, "PULSE_REDIS_PASSWORD_FILE")
+        return RedisTarget(self.redis_url, self.redis_username, password, _path(self.redis_tls_ca_file),
+                           _path(self.redis_tls_cert_file), _path(self.redis_tls_key_file))
+
+    def kafka_client_options(self) -> dict[str, str]:
+        """The librdkafka settings every Kafka client of a run gets beside
+        ``bootstrap.servers``: security protocol, SASL and SSL, then :attr:`kafka_options`."""
+        options = {
+            "security.protocol": self.kafka_security_protocol,
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": _secret(self.kafka_sasl_password, self.kafka_sasl_password_file, "PULSE_KAFKA_SASL_PASSWORD_FILE"),
+            "ssl.ca.location": _path(self.kafka_ssl_ca_file),
+            "ssl.certificate.location": _path(self.kafka_ssl_cert_file),
+            "ssl.key.location": _path(self.kafka_ssl_key_file),
+            "ssl.key.password": self.kafka_ssl_key_password.get_secret_value() if self.kafka_ssl_key_password else None,
+        }
+        return {**{k: v for k, v in options.items() if v}, **self.kafka_options}
+
+    def secrets(self) -> set[str]:
+        """Every secret these settings hold (passwords, keys' passwords, secret-looking
+        librdkafka options), for masking in outputs."""
+        found = set()
+        if self.redis_url:
+            found.add(urlsplit(self.redis_url).password)
+        for value in (self.redis_password, self.kafka_sasl_password, self.kafka_ssl_key_password):
+            found.add(value.get_secret_value() if value else None)
+        for path in (self.redis_password_file, self.kafka_sasl_password_file):
+            found.add(_read_secret(path, "") if path and path.is_file() else None)
+        found |= {v for k, v in self.kafka_options.items() if _SECRET_OPTION.search(k)}
+        return {s for s in found if s}
+
+    def masked_dump(self) -> dict:
+        """The settings as JSON values, secrets masked (what ``pulse config`` prints)."""
+        doc = self.model_dump(mode="json")
+        for name in ("redis_password", "kafka_sasl_password", "kafka_ssl_key_password"):
+            if doc.get(name):
+                doc[name] = "***"
+        if self.redis_url and urlsplit(self.redis_url).password:
+            parts = urlsplit(self.redis_url)
+            doc["redis_url"] = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+        doc["kafka_options"] = {k: "***" if _SECRET_OPTION.search(k) else v for k, v in self.kafka_options.items()}
+        return doc
+
     def user_config(self) -> UserConfig:
         return UserConfig(
             profile=ProfileConfig(half_life_s=self.profile_half_life_s, long_dwell_ms=self.long_dwell_ms, quick_exit_ms=self.quick_exit_ms),
@@ -111,3 +195,24 @@ class Settings(BaseSettings):
             recs_interval_s=self.recs_interval_s,
             user_ttl_s=self.user_ttl_s,
         )
+
+
+_SECRET_OPTION = re.compile(r"password|secret|token|jaas|credential", re.IGNORECASE)
+
+
+def _path(path: Optional[Path]) -> Optional[str]:
+    return str(path) if path else None
+
+
+def _read_secret(path: Path, variable: str) -> str:
+    try:
+        # a trailing newline is how files end, never part of a password
+        return path.read_text().rstrip("\r\n")
+    except OSError as err:
+        raise ValueError(f"{variable} names {path}, which cannot be read ({err.strerror})") from None
+
+
+def _secret(value: Optional[SecretStr], path: Optional[Path], variable: str) -> Optional[str]:
+    if value is not None:
+        return value.get_secret_value()
+    return _read_secret(path, variable) if path else None

@@ -26,7 +26,7 @@ from pulse.operators.formats import Format
 from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, parse_records, track_users
 from pulse.state.engine import Engine, ModelUpdate
 from pulse.state.recs import Recommender
-from pulse.state.store import RedisSink, RedisStore, WorkerStores
+from pulse.state.store import RedisLike, RedisSink, RedisStore, WorkerStores
 from pulse.state.view import LocalView, RemoteView
 
 
@@ -45,7 +45,7 @@ class RunHandles:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _writers: Optional[WorkerStores] = None
 
-    def writers(self, redis_url: str, flush_interval_s: float) -> WorkerStores:
+    def writers(self, redis_url: RedisLike, flush_interval_s: float) -> WorkerStores:
         """The Redis stores of this process's workers (one each)."""
         with self._lock:
             if self._writers is None:
@@ -60,7 +60,7 @@ class RunHandles:
             if isinstance(view, RemoteView):
                 view.close()
 
-    def view(self, redis_url: str, options: StepOptions):
+    def view(self, redis_url: RedisLike, options: StepOptions):
         """The view of the models the user step blends from: the model step's own
         models when it runs in this process, else (in a cluster) a view filled from
         Redis (see :mod:`pulse.state.view`). Before the model step's first update it
@@ -88,7 +88,7 @@ def build_flow(
     source: Source[Raw],
     fmt: Format,
     options: StepOptions,
-    redis_url: str,
+    redis_url: RedisLike,
     dlq_sink: DynamicSink,
     handles: RunHandles,
     late_sink: Optional[DynamicSink] = None,

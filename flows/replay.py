@@ -22,6 +22,7 @@ from pulse.flows.pipeline import RunHandles, build_flow, encode_dead_letter, enc
 from pulse.flows.sources import JsonlSink, RecordedLogSource
 from pulse.operators.formats import FORMATS, Format, movielens_genres
 from pulse.operators.steps import StepOptions
+from pulse.state.store import RedisLike
 
 
 class UsageError(ValueError):
@@ -137,7 +138,7 @@ def replay(
     path: Path,
     fmt_name: str,
     settings: Settings,
-    redis_url: str,
+    redis_url: RedisLike,
     dlq_path: Optional[str] = None,
     late_path: Optional[str] = None,
     workers: int = 1,
@@ -230,14 +231,15 @@ def cluster_addresses(processes: int, base_port: Optional[int] = None) -> list[s
     return [f"127.0.0.1:{p}" for p in ports]
 
 
-def run_local_cluster(args: Sequence[str], processes: int) -> dict:
+def run_local_cluster(args: Sequence[str], processes: int, env: Optional[dict] = None) -> dict:
     """Run ``pulse <args>`` as ``processes`` processes of one Bytewax cluster on
-    loopback and add up their summaries (each process counts what it handled)."""
+    loopback and add up their summaries (each process counts what it handled). ``env``
+    adds to their environment (where secrets go: a command line is public)."""
     addresses = cluster_addresses(processes)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "pulse", *args, "--addresses", ";".join(addresses), "--process-id", str(i)],
-            stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         )
         for i in range(processes)
     ]  # fmt: skip
