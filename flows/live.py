@@ -107,7 +107,13 @@ def check_topics(brokers: Brokers, topics: Sequence[str], timeout_s: float = 10.
     check every topic exists. Returns partitions per topic; raises :class:`LiveError`."""
     kafka = _kafka(brokers)
     bootstrap = kafka.bootstrap
-    admin = AdminClient(kafka.config(logger=_probe_log, **{"socket.connection.setup.timeout.ms": 3000}))
+    refused: list[KafkaError] = []  # authentication failures, which list_topics reports only as a transport failure
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            refused.append(err)
+
+    admin = AdminClient(kafka.config(logger=_probe_log, error_cb=on_error, **{"socket.connection.setup.timeout.ms": 3000}))
     deadline = time.monotonic() + timeout_s
     delay, attempts = 0.25, 0
     while True:
@@ -117,8 +123,11 @@ def check_topics(brokers: Brokers, topics: Sequence[str], timeout_s: float = 10.
             break
         except KafkaException as err:
             problem = err.args[0].str() if err.args and isinstance(err.args[0], KafkaError) else str(err)
+        admin.poll(0)  # serves on_error
+        if refused:
+            problem = refused[-1].str()
         if time.monotonic() + delay >= deadline:
-            if "SASL" in problem or "uthentication" in problem:
+            if refused:
                 raise LiveError(
                     f"the Kafka broker at {bootstrap} refused our credentials ({problem}): check PULSE_KAFKA_SASL_USERNAME, "
                     "PULSE_KAFKA_SASL_PASSWORD[_FILE], PULSE_KAFKA_SASL_MECHANISM and PULSE_KAFKA_SECURITY_PROTOCOL"
