@@ -130,6 +130,7 @@ def generate(
     events: int = typer.Option(100_000, help="Number of (well-formed) events.", min=1),
     seed: int = typer.Option(42, help="Random seed: the same seed gives the same log."),
     bots: float = typer.Option(0.02, help="Share of users that are bots (0-1).", min=0, max=1),
+    scrapers: float = typer.Option(0.0, help="Share of users that are scrapers with a browser's user agent (0-1): hurried sessions of random items, no dwell, no scroll.", min=0, max=1),
     malformed: float = typer.Option(0.0, help="Share of malformed lines to mix in, of varied kinds (0-1).", min=0, max=1),
     days: float = typer.Option(7.0, help="Event-time span of the log, in days.", min=0.01),
     truth: Optional[Path] = typer.Option(None, help="Also write the planted structure (personas, bots, bundles) as JSON here."),
@@ -141,7 +142,8 @@ def generate(
     from pulse.flows.generate import write_log
 
     started = time.perf_counter()
-    lines, planted = gen(users=users, items=items, events=events, seed=seed, bot_share=bots, malformed=malformed, days=days)
+    lines, planted = gen(users=users, items=items, events=events, seed=seed, bot_share=bots, malformed=malformed, days=days,
+                         scraper_share=scrapers)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_log(str(out), lines)
     if truth is not None:

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from pulse.operators.recommend import BlendConfig
 from pulse.state.anomaly import AnomalyConfig
+from pulse.state.bots import BotRuleConfig
 from pulse.state.engine import EngineConfig
 from pulse.state.keys import KeySchema
 from pulse.state.profile import ProfileConfig
@@ -91,6 +92,17 @@ class Settings(BaseSettings):
     segments: int = 5
     anomaly_quantile: float = 0.98
     anomaly_min_events: int = 30
+    # behavioural bot rules beside the model (pulse.state.bots)
+    bot_rules: bool = Field(True, description="flag sessions whose rate or shape is a bot's")
+    bot_min_session_events: int = Field(30, description="item events (views, clicks) in a session before its shape is judged")
+    bot_max_per_minute: int = Field(120, description="item events within one minute that alone make a bot")
+    bot_fast_gap_ms: int = Field(1000, description="a gap between item events shorter than this is sub-second")
+    bot_fast_share: float = Field(0.7, description="share of sub-second gaps that counts as hurried")
+    bot_dwell_share: float = Field(0.1, description="fewer dwell reports per item event than this: no dwell")
+    bot_max_dwell_ms: float = Field(500.0, description="a mean dwell below this: no dwell")
+    bot_scroll_share: float = Field(0.05, description="fewer scroll reports per item event than this: no scroll")
+    bot_walk_categories: int = Field(4, description="distinct categories in one session that make a random walk")
+    bot_min_rules: int = Field(2, description="shape rules (sub-second, no dwell, no scroll, random walk) that must hold together")
     live_idle_s: float = Field(1800.0, description="live runs: evict users idle this long (wall clock)")
     gc_threshold: int = Field(50_000, description="allocations between young-generation garbage collections")
 
@@ -172,6 +184,12 @@ class Settings(BaseSettings):
             profile=ProfileConfig(half_life_s=self.profile_half_life_s, long_dwell_ms=self.long_dwell_ms, quick_exit_ms=self.quick_exit_ms),
             rules=RuleConfig(min_items=self.enthusiast_min_items, window_s=self.enthusiast_window_s,
                              event_types=tuple(self.enthusiast_event_types), max_categories=self.enthusiast_max_categories),
+            bots=BotRuleConfig(enabled=self.bot_rules, min_session_events=self.bot_min_session_events,
+                               max_per_minute=self.bot_max_per_minute, fast_gap_ms=self.bot_fast_gap_ms,
+                               fast_share=self.bot_fast_share, dwell_share=self.bot_dwell_share,
+                               max_dwell_ms=self.bot_max_dwell_ms, scroll_share=self.bot_scroll_share,
+                               walk_categories=self.bot_walk_categories, min_rules=self.bot_min_rules,
+                               session_gap_s=self.session_gap_s),
             tumbling_s=tuple(self.tumbling_s),
             session_gap_s=self.session_gap_s,
             allowed_lateness_s=self.allowed_lateness_s,

@@ -169,7 +169,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
                 view = self.outputs.view()
             writes.extend(learn_recs(recs, ev, learned.weight, view))
             closed = summarize(learned.closed, self.options.engine.model_windows) if learned.closed else ()
-            out.append(ModelUpdate.of(ev, learned.weight, closed))
+            out.append(ModelUpdate.of(ev, learned.weight, closed, learned.bot))
         if writes:
             self.outputs.write(writes)
         return out, self.RETAIN

@@ -70,10 +70,12 @@ class ModelUpdate(NamedTuple):
     windows: Sequence[WindowSummary]
     src: str = ""
     seq: int = -1
+    #: why the user step's bot rules (pulse.state.bots) take the user for a bot, or ""
+    bot: str = ""
 
     @classmethod
-    def of(cls, ev: Event, weight: float, windows: Sequence[WindowSummary]) -> "ModelUpdate":
-        return cls(ev.user_id, True, ev.item_id, ev.category, ev.ts, weight, windows, ev.src, ev.seq)
+    def of(cls, ev: Event, weight: float, windows: Sequence[WindowSummary], bot: str = "") -> "ModelUpdate":
+        return cls(ev.user_id, True, ev.item_id, ev.category, ev.ts, weight, windows, ev.src, ev.seq, bot)
 
     @classmethod
     def closing(cls, user_id: str, windows: Sequence[WindowSummary]) -> "ModelUpdate":
@@ -225,6 +227,8 @@ class Engine:
                 writes.append(self._verdict_write(up.user_id, st))
                 if st.anomaly["flagged"] and not verdict[2]["flagged"]:
                     writes.append(self._flagged_list(up.user_id, st))
+        if up.bot and not st.anomaly["flagged"]:
+            self._flag_by_rules(up, st, writes)
         if up.event:
             self.events += 1
             if up.ts > self.clock:
@@ -301,6 +305,17 @@ class Engine:
                 recent.append(item)
                 if len(recent) > self.config.covisit_window:  # (co-visitation pairs no older ones)
                     del recent[0]
+
+    def _flag_by_rules(self, up: ModelUpdate, st: UserModelState, writes: list[Write]) -> None:
+        # The bot rules' verdict joins the model's: the same flag, cleared the same way
+        # (after clear_after normal windows), with the rules' reason.
+        st.anomaly = {"score": 1.0, "flagged": True, "reason": f"rules: {up.bot}", "clear_in": self.config.anomaly.clear_after}
+        self.detector.flags += 1
+        writes.append(StreamAdd(self.keys.anomalies, self._stream_id(),
+                                (("user_id", up.user_id), ("score", "1.000000"), ("reason", st.anomaly["reason"]),
+                                 ("window_end", iso_ms(up.ts)))))
+        writes.append(self._verdict_write(up.user_id, st))
+        writes.append(self._flagged_list(up.user_id, st))
 
     def _learn_window(self, user_id: str, st: UserModelState, window: WindowSummary, writes: list[Write]) -> None:
         if window.kind == self.config.anomaly.window:
