@@ -32,6 +32,19 @@ FormatOpt = typer.Option("native", "--format", "-f", help="Record format: native
 RedisOpt = typer.Option(None, "--redis", help="Redis URL, e.g. redis://127.0.0.1:6379/0 (env PULSE_REDIS_URL).")
 ConfigOpt = typer.Option(None, "--config", help="TOML file of settings (see `pulse config`).", exists=True, dir_okay=False)
 PrefixOpt = typer.Option(None, "--prefix", help="Redis key prefix (default pulse; env PULSE_KEY_PREFIX).")
+MetricsPortOpt = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while the run lasts.", min=1, max=65535)
+MetricsHostOpt = typer.Option("127.0.0.1", "--metrics-host", help="Address the metrics server binds (with --metrics-port).")
+
+
+def _metrics(port: Optional[int], host: str) -> None:
+    if port is None:
+        return
+    from pulse.flows.metrics import serve_metrics
+
+    try:
+        serve_metrics(port, host)
+    except OSError as e:
+        _fail(f"cannot serve metrics on {host}:{port}: {e.strerror or e}; pick another --metrics-port")
 
 
 def _print_summary(doc: dict) -> None:
@@ -46,10 +59,11 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _settings(config: Optional[Path], redis: Optional[str], prefix: Optional[str]) -> Settings:
+def _settings(config: Optional[Path], redis: Optional[str], prefix: Optional[str], **options) -> Settings:
+    """The settings, with the options given on the command line (those not None) winning."""
     if config is not None:
         os.environ["PULSE_CONFIG"] = str(config)
-    overrides = {}
+    overrides = {name: value for name, value in options.items() if value is not None}
     if redis:
         REDACTOR.add(urlsplit(redis).password)  # before anything can fail and quote it
         overrides["redis_url"] = redis
@@ -167,6 +181,8 @@ def replay(
     snapshot_s: float = typer.Option(10.0, "--snapshot-s", help="Seconds between recovery snapshots (epoch length).", min=0.1),
     prefix: Optional[str] = PrefixOpt,
     config: Optional[Path] = ConfigOpt,
+    metrics_port: Optional[int] = MetricsPortOpt,
+    metrics_host: str = MetricsHostOpt,
 ) -> None:
     """Replay a recorded log through the dataflow into Redis, at full speed."""
     from pulse.flows.replay import UsageError, run_local_cluster
@@ -204,6 +220,7 @@ def replay(
     address_list = [a.strip() for a in addresses.split(";") if a.strip()] if addresses else None
     if address_list is not None and not 0 <= process_id < len(address_list):
         _fail(f"--process-id {process_id} is not an index of the {len(address_list)} --addresses")
+    _metrics(metrics_port, metrics_host)
     dlq_path = str(dlq) if dlq else None
     if dlq_path and address_list:
         dlq_path = f"{dlq_path}.{process_id}"  # one file per process: no two writers share a file
@@ -224,9 +241,13 @@ def demo(
     users: int = typer.Option(300, help="Users in the sample log."),
     events: int = typer.Option(30_000, help="Events in the sample log."),
     workdir: Path = typer.Option(Path(".pulse/demo"), help="Where the sample log and dead letters go."),
+    no_serve: bool = typer.Option(False, "--no-serve", help="Exit after the summary instead of serving the dashboard (CI, scripts)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the dashboard binds."),
+    port: int = typer.Option(8000, "--port", help="Port of the dashboard (the next free one when taken).", min=1, max=65535),
 ) -> None:
     """Generate a sample log, replay it into Redis (an embedded server unless --redis
-    is given) and show a few users' recommendations and the keys a frontend reads."""
+    is given), show a few users' recommendations and the keys a frontend reads, then
+    serve the dashboard on it until Ctrl-C (--no-serve: exit after the summary)."""
     from rich.table import Table
 
     from pulse.flows.generate import generate as gen
@@ -235,6 +256,8 @@ def demo(
     from pulse.state.store import address, connect
 
     settings = _settings(None, redis, None)
+    if "PULSE_RECENT_EVENTS" not in os.environ:
+        settings = settings.model_copy(update={"recent_events": 10})  # the dashboard's user pages show them
     server = None
     if settings.redis_url:
         url = _redis(settings)
@@ -275,10 +298,81 @@ def demo(
             err.print(f"  {name}")
         err.print(f"Dead letters with reasons: {workdir / 'dlq.jsonl'}")
         result["redis"] = address(url) if server is None else "embedded"
+        if no_serve:
+            _print_summary(result)
+            return
+        port = _free_port_from(host, port)
+        result["dashboard"] = f"http://{host}:{port}/"
         _print_summary(result)
+        err.print(f"Look at user {example}: http://{host}:{port}/users/{example}")
+        _serve(url, settings.key_prefix, host, port, None)
     finally:
         if server is not None:
             server.stop()
+
+
+def _free_port_from(host: str, port: int) -> int:
+    """``port``, or the next one that is free on ``host``."""
+    import socket
+
+    for candidate in range(port, min(port + 100, 65536)):
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, candidate))
+                return candidate
+            except OSError:
+                continue
+    _fail(f"no free port on {host} from {port} to {port + 99}: pick one with --port")
+    return port
+
+
+def _serve(url, prefix: str, host: str, port: int, token: Optional[str]) -> None:
+    """Serve the dashboard until Ctrl-C (uvicorn handles the signal)."""
+    import ipaddress
+
+    import uvicorn
+
+    from pulse.web.app import create_app
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not token:
+        _fail(f"--host {host} exposes the dashboard beyond this machine: give --token (or PULSE_SERVE_TOKEN) to protect it")
+    err.print(f"[bold]Pulse dashboard:[/] http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/ "
+              f"(API docs at /docs{', token required' if token else ''}); Ctrl-C stops it")
+    uvicorn.run(create_app(url, prefix, token), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def serve(
+    redis: Optional[str] = RedisOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs --token."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on.", min=1, max=65535),
+    token: Optional[str] = typer.Option(None, "--token", help="Every request must carry it (Authorization: Bearer, or ?token= once in a browser); env PULSE_SERVE_TOKEN.", show_default=False),
+    prefix: Optional[str] = PrefixOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Serve the dashboard and the read-only JSON API over a Redis that Pulse writes to,
+    until Ctrl-C. It never writes to Redis."""
+    import socket
+
+    from pulse.state.store import ping
+
+    settings = _settings(config, redis, prefix)
+    redis_at = _redis(settings)
+    problem = ping(redis_at)
+    if problem:
+        _fail(f"{problem}. Start Redis or point --redis at a running one.")
+    token = token or (settings.serve_token.get_secret_value() if settings.serve_token else None)
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            _fail(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port")
+    _serve(redis_at, settings.key_prefix, host, port, token)
+    _print_summary({"served": f"{host}:{port}", "stopped_by": "signal"})
 
 
 @app.command()
@@ -343,6 +437,8 @@ def run_cmd(
     workers: int = typer.Option(1, help="Bytewax worker threads in this process.", min=1),
     process_id: Optional[int] = typer.Option(None, "--process-id", help="This process's index in a cluster (with --addresses).", min=0),
     addresses: Optional[str] = typer.Option(None, help="Every cluster process's host:port, ';'-separated, the same list and order on all processes."),
+    metrics_port: Optional[int] = MetricsPortOpt,
+    metrics_host: str = MetricsHostOpt,
 ) -> None:
     """Run the dataflow on a Kafka topic into Redis, until Ctrl-C / SIGTERM (which
     finish gracefully), --max-events or --idle-exit."""
@@ -357,6 +453,7 @@ def run_cmd(
         address_list = [a.strip() for a in addresses.split(";") if a.strip()] if addresses else None
         if address_list is not None and not 0 <= process_id < len(address_list):
             _fail(f"--process-id {process_id} is not an index of the {len(address_list)} --addresses")
+        _metrics(metrics_port, metrics_host)
         result = run_live(kafka, topic, settings, redis_at, dlq_topic, str(recovery) if recovery else None,
                           max_events, idle_exit, fmt_name=format, group_id=group, connect_timeout_s=connect_timeout,
                           workers=workers, addresses=address_list, process_id=process_id or 0)
@@ -413,6 +510,53 @@ def record_cmd(
     except _live_errors() as e:
         _fail(str(e))
     _print_summary(result)
+
+
+@app.command("collect")
+def collect_cmd(
+    brokers: str = BrokersOpt,
+    topic: str = TopicOpt,
+    host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1; env PULSE_COLLECT_HOST)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default 8080; env PULSE_COLLECT_PORT).", min=0, max=65535),
+    demo_shop: bool = typer.Option(False, "--demo-shop", help="Also serve the demo shop at /shop (needs --redis for its recommendations)."),
+    redis: Optional[str] = RedisOpt,
+    cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="An origin allowed to POST from a browser, e.g. https://shop.example (repeatable)."),
+    stamp_user_agent: Optional[bool] = typer.Option(None, "--stamp-user-agent/--no-stamp-user-agent", help="Put the request's User-Agent into each event."),
+    stamp_ip: Optional[str] = typer.Option(None, "--stamp-ip", help="Add the client IP to each event: none, ip, or hash (keyed by PULSE_COLLECT_IP_HASH_KEY)."),
+    rate_limit: Optional[float] = typer.Option(None, "--rate-limit", help="Requests per second per client IP; 0 = no limit (default 20).", min=0),
+    max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes", help="Largest request body, before and after gzip (default 1 MiB).", min=1024),
+    max_events: Optional[int] = typer.Option(None, "--max-events", help="Most events in one request (default 500).", min=1),
+    connect_timeout: float = ConnectOpt,
+    prefix: Optional[str] = PrefixOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Serve the HTTP collector: POST /events (validated, produced to Kafka keyed by
+    user), /pulse.js (the browser tracker), /healthz, /metrics, and with --demo-shop a
+    demo shop at /shop. Runs until Ctrl-C / SIGTERM, then delivers what is queued."""
+    from pulse.flows.collect import serve
+
+    settings = _settings(config, redis, prefix, collect_host=host, collect_port=port,
+                         collect_cors_origins=tuple(cors_origin) if cors_origin else None,
+                         collect_stamp_user_agent=stamp_user_agent, collect_stamp_ip=stamp_ip, collect_rate_per_s=rate_limit,
+                         collect_max_body_bytes=max_body_bytes, collect_max_events=max_events)
+    try:
+        result = serve(settings, _brokers(brokers, settings), topic, demo_shop=demo_shop, connect_timeout_s=connect_timeout)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    except _live_errors() as e:
+        _fail(str(e))
+    _print_summary(result)
+    if result["undelivered"]:
+        raise typer.Exit(1)
+
+
+@app.command("schema")
+def schema_cmd(prefix: Optional[str] = PrefixOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Print the key contract: every key Pulse writes, its Redis type and the JSON Schema
+    of its value, as one JSON document."""
+    from pulse.state.schema import contract
+
+    _print_summary(contract(_settings(config, None, prefix).key_prefix))
 
 
 @app.command("config")

@@ -20,12 +20,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from pulse.flows.monitor import Thresholds
 from pulse.operators.recommend import BlendConfig
 from pulse.state.anomaly import AnomalyConfig
 from pulse.state.bots import BotRuleConfig
@@ -103,8 +104,38 @@ class Settings(BaseSettings):
     bot_scroll_share: float = Field(0.05, description="fewer scroll reports per item event than this: no scroll")
     bot_walk_categories: int = Field(4, description="distinct categories in one session that make a random walk")
     bot_min_rules: int = Field(2, description="shape rules (sub-second, no dwell, no scroll, random walk) that must hold together")
+    recent_events: int = Field(0, description="keep each user's latest N events in pulse:user:{<id>}:events for the dashboard (0: off; about 60 bytes of Redis each)")
+    # change notifications (pulse:updates)
+    updates: bool = Field(True, description="announce every list written on the pulse:updates stream and Pub/Sub channel")
+    updates_maxlen: int = Field(10_000, description="the pulse:updates stream is capped at about this many entries")
+    # the data-quality monitor (pulse:stats:{<process>}, the dashboard, the log, pulse_monitor_alert)
+    monitor_interval_s: float = Field(1.0, description="seconds between the monitor's samples")
+    monitor_window_s: float = Field(10.0, description="the monitor checks rates over this many seconds")
+    monitor_dlq_share_max: float = Field(0.10, description="alert when one dead-letter reason takes more than this share of records")
+    monitor_late_share_max: float = Field(0.01, description="alert when more than this share of events is late")
+    monitor_min_events_per_s: float = Field(0.0, description="live runs: alert below this many records/s (0: off)")
+    monitor_drift_max: float = Field(10.0, description="alert when a segment's centroid moves more (standard deviations)")
+    monitor_min_events: int = Field(100, description="share checks need this many records in the window")
+    # pulse serve
+    serve_token: Optional[SecretStr] = Field(None, description="pulse serve: the token every request must carry (PULSE_SERVE_TOKEN)")
     live_idle_s: float = Field(1800.0, description="live runs: evict users idle this long (wall clock)")
     gc_threshold: int = Field(50_000, description="allocations between young-generation garbage collections")
+    # the HTTP collector (pulse collect)
+    collect_host: str = Field("127.0.0.1", description="collector: address to listen on")
+    collect_port: int = Field(8080, ge=0, le=65535, description="collector: port to listen on")
+    collect_max_body_bytes: int = Field(1 << 20, ge=1024, description="collector: largest request body, before and after gzip")
+    collect_max_events: int = Field(500, ge=1, description="collector: most events in one request")
+    collect_rate_per_s: float = Field(20.0, ge=0, description="collector: requests per second per client IP (token bucket); 0 = no limit")
+    collect_rate_burst: float = Field(40.0, ge=1, description="collector: requests a client may send at once before the rate applies")
+    collect_cors_origins: tuple[str, ...] = Field((), description="collector: origins allowed to POST from a browser (CORS), e.g. https://shop.example")
+    collect_stamp_user_agent: bool = Field(False, description="collector: put the request's User-Agent into each event (crawlers then get bot_user_agent)")
+    collect_stamp_ip: Literal["none", "ip", "hash"] = Field("none", description="collector: add the client IP to each event: none, ip, or hash (HMAC with collect_ip_hash_key)")
+    collect_ip_hash_key: Optional[SecretStr] = Field(None, description="collector: secret key of the IP hash (collect_stamp_ip=hash)")
+    collect_forwarded_allow_ips: Optional[str] = Field(None, description="collector: proxies whose X-Forwarded-For is trusted for the client IP (comma-separated, or *)")
+    collect_queue_max: int = Field(100_000, ge=1, description="collector: events waiting for Kafka before requests get 503 + Retry-After")
+    collect_retry_after_s: int = Field(1, ge=1, description="collector: Retry-After of a 503 when the queue is full")
+    collect_linger_ms: float = Field(5.0, ge=0, description="collector: how long the producer batches messages")
+    collect_message_timeout_ms: int = Field(300_000, ge=1000, description="collector: a message not delivered in this time fails and is produced again")
 
     @field_validator("key_prefix")
     @classmethod
@@ -126,6 +157,11 @@ class Settings(BaseSettings):
         if path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(dlq_share_max=self.monitor_dlq_share_max, late_share_max=self.monitor_late_share_max,
+                          min_events_per_s=self.monitor_min_events_per_s, drift_max=self.monitor_drift_max,
+                          min_events=self.monitor_min_events)
 
     def keys(self) -> KeySchema:
         return KeySchema(self.key_prefix)
@@ -160,7 +196,8 @@ class Settings(BaseSettings):
         found = set()
         if self.redis_url:
             found.add(urlsplit(self.redis_url).password)
-        for value in (self.redis_password, self.kafka_sasl_password, self.kafka_ssl_key_password):
+        for value in (self.redis_password, self.kafka_sasl_password, self.kafka_ssl_key_password, self.serve_token,
+                      self.collect_ip_hash_key):
             found.add(value.get_secret_value() if value else None)
         for path in (self.redis_password_file, self.kafka_sasl_password_file):
             found.add(_read_secret(path, "") if path and path.is_file() else None)
@@ -170,7 +207,7 @@ class Settings(BaseSettings):
     def masked_dump(self) -> dict:
         """The settings as JSON values, secrets masked (what ``pulse config`` prints)."""
         doc = self.model_dump(mode="json")
-        for name in ("redis_password", "kafka_sasl_password", "kafka_ssl_key_password"):
+        for name in ("redis_password", "kafka_sasl_password", "kafka_ssl_key_password", "serve_token", "collect_ip_hash_key"):
             if doc.get(name):
                 doc[name] = "***"
         if self.redis_url and urlsplit(self.redis_url).password:

@@ -2,8 +2,9 @@
 
 Events are read by the replay source (so MovieLens is in (time, line) order), parsed by
 the same format, deduplicated and profiled by the same :class:`~pulse.state.user.UserState`,
-learned by the same :class:`~pulse.state.engine.Engine` and blended by the same
-:class:`~pulse.state.recs.Recommender` over a :class:`~pulse.state.view.LocalView` as in a
+judged by the same :class:`~pulse.state.river_models.RiverModels`, kept and blended by
+the same :class:`~pulse.state.recs.Recommender`, learned by the same
+:class:`~pulse.state.engine.Engine` over a :class:`~pulse.state.view.LocalView` as in a
 replay in one process. For every event, *before* learning from it, the user's current
 top-K (excluding items the user already interacted with) is checked for the event's item: a hit counts 1 for
 HR@K and 1/log2(rank + 2) for NDCG@K. The baselines see the same stream in the same run:
@@ -35,6 +36,7 @@ from pulse.operators.events import Event, Raw
 from pulse.operators.windows import summarize
 from pulse.state.engine import Engine, ModelUpdate
 from pulse.state.recs import Recommender, UserRecs
+from pulse.state.river_models import RiverModels
 from pulse.state.user import UserState
 from pulse.state.view import LocalView
 
@@ -175,6 +177,7 @@ def evaluate(
     # Only the models matter here: no global writes, no debounced lists.
     engine_config = dataclasses.replace(engine_config, blend=blend, global_min_events=1 << 62)
     engine = Engine(engine_config)
+    river = RiverModels(engine_config.river)
     view = LocalView(engine)
     recommender = Recommender(engine_config, write_recs=False)
     users: dict[str, UserState] = {}
@@ -223,10 +226,12 @@ def evaluate(
             rec_state = recs_states.get(user)
             if rec_state is None:
                 rec_state = recs_states[user] = UserRecs(engine_config.max_seen)
-            if st.profile_due(ev.ts):
-                rec_state.categories = list(st.profile_doc(ev.ts)["categories"].items())[:3]
-            recommender.learn_one(rec_state, ev, learned.weight, view)
-            engine.learn_one(ModelUpdate.of(ev, learned.weight, summarize(learned.closed, engine_config.model_windows)))
+            affinities = tuple(st.profile_doc(ev.ts)["categories"].items())[:3] if st.profile_due(ev.ts) else None
+            up = ModelUpdate.of(ev, learned.weight, summarize(learned.closed, engine_config.model_windows), affinities,
+                                learned.bot)
+            verdict = river.learn_one(up.user_id, up.src, up.seq, up.windows, up.bot, up.ts) if up.needs_verdict else None
+            _, item_update = recommender.learn_update(rec_state, up, verdict, view)
+            engine.learn_one(item_update)
         pulse_seconds += clock() - t0
         pulse_cpu += cpu() - c0
         if on_progress is not None and n % 2000 == 0:

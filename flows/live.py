@@ -40,6 +40,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 
 from pulse.flows.config import Settings
+from pulse.flows.monitor import Monitor
 from pulse.flows.pipeline import RunHandles, build_flow
 from pulse.flows.replay import run_flow
 from pulse.flows.replay import UsageError, prepare_recovery, step_options, summary
@@ -464,6 +465,13 @@ def _producer_config(kafka: KafkaCluster, on_delivery: Callable, **extra: Any) -
 
 
 # -- the live run ---------------------------------------------------------------------------
+def consumer_lag() -> Optional[int]:
+    """Records behind the topic's end, summed over this process's partitions (the
+    ``bytewax_kafka_consumer_lag`` gauges); None before any was measured."""
+    samples = [s.value for metric in BYTEWAX_CONSUMER_LAG_GAUGE.collect() for s in metric.samples]
+    return int(sum(samples)) if samples else None
+
+
 def live_format(name: str) -> Format:
     if name not in FORMATS:
         raise UsageError(f"unknown format {name!r}: use one of {', '.join(FORMATS)}")
@@ -518,7 +526,8 @@ def run_live(
     else:
         control.max_events = control.max_events if max_events is None else max_events
         control.idle_exit_s = control.idle_exit_s if idle_exit_s is None else idle_exit_s
-    handles = RunHandles(cluster=len(addresses or ()) > 1)
+    handles = RunHandles(cluster=len(addresses or ()) > 1, workers=workers, updates=settings.keys() if settings.updates else None,
+                         updates_maxlen=settings.updates_maxlen, live=True)
     counters: Counters = handles.counters
 
     def count_dead(d: DeadLetter) -> None:
@@ -540,6 +549,7 @@ def run_live(
         dlq_sink,
         handles,
         flush_interval_s=settings.flush_interval_s,
+        recent_events=settings.recent_events,
     )
     total_workers = workers * max(1, len(addresses or ()))
     # (process 0 creates and checks the store; see prepare_recovery)
@@ -559,11 +569,15 @@ def run_live(
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             restore[sig] = signal.signal(sig, on_signal)
+    monitor = Monitor.of_run(settings, redis_url, counters, lambda: control.consumed, "live", addresses, process_id,
+                             lag=consumer_lag, freshness=handles.freshness)
+    monitor.start()
     started = time.perf_counter()
     try:
         run_flow(flow, workers, recovery, epoch_interval_s, addresses, process_id)
     finally:
         handles.close()
+        monitor.close()
         for sig, handler in restore.items():
             signal.signal(sig, handler)
     seconds = time.perf_counter() - started

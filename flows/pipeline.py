@@ -3,9 +3,12 @@
     source (recorded log | Kafka)
       └─ parse_records ──────────────── dead letters ──┐
            └─ track_users (per user) ── duplicates ────┤──> DLQ (JSONL file | Kafka topic)
-                │                     └─ late events ──┴──> late output (counted)
-                │   profile, list (blended from a view of the models) ──> Redis
-                └─ learn_models (the model step) ── verdicts, global keys ──> Redis
+                │   profile ──> Redis   └─ late events ┴──> late output (counted)
+                ├─ learn_river (one key, closed windows only) ── segments, anomalies ──> Redis
+                │     └─ verdicts ──┐
+                └─ recommend_users (per user) ── verdict, list (blended from a view) ──> Redis
+                      └─ item updates
+                           └─ learn_models (the model step) ── global keys ──> Redis
 
 Replays and live runs share every step; only the source and the DLQ sink differ.
 """
@@ -13,6 +16,7 @@ Replays and live runs share every step; only the source and the DLQ sink differ.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -21,26 +25,40 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink
 
+from pulse.flows.metrics import flush_hook
 from pulse.operators.events import DeadLetter, Event, Raw
 from pulse.operators.formats import Format
-from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, parse_records, track_users
+from pulse.operators.recent import recent_event_writes
+from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, learn_river, parse_records, recommend_users, track_users
 from pulse.state.engine import Engine, ModelUpdate
+from pulse.state.keys import KeySchema
 from pulse.state.recs import Recommender
+from pulse.state.river_models import Verdict
 from pulse.state.store import RedisLike, RedisSink, RedisStore, WorkerStores
+from pulse.state.updates import UpdateNotifier
 from pulse.state.view import LocalView, RemoteView
 
 
 @dataclass
 class RunHandles:
     """What a run exposes to its caller (summaries, tests) and shares between the
-    workers of this process: counters, the Redis stores, the model step's engine when it
-    runs here, and the view the user step blends from."""
+    workers of this process: counters, the Redis stores (with their hooks: change
+    notifications, metrics), the model step's engine when it runs here, and the view
+    the user step blends from."""
 
     counters: Counters = field(default_factory=Counters)
     stores: list[RedisStore] = field(default_factory=list)
     engines: list[Engine] = field(default_factory=list)
     #: part of a cluster of several processes (the model step may run in another one)
     cluster: bool = False
+    #: worker threads in this process
+    workers: int = 1
+    #: announce every list written on ``pulse:updates`` (see pulse.state.updates); None: don't
+    updates: Optional[KeySchema] = None
+    updates_maxlen: int = 10_000
+    #: a live run: flushes observe freshness, kept here for the monitor's quantiles
+    live: bool = False
+    freshness: deque = field(default_factory=lambda: deque(maxlen=2_000))
     _views: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _writers: Optional[WorkerStores] = None
@@ -49,8 +67,17 @@ class RunHandles:
         """The Redis stores of this process's workers (one each)."""
         with self._lock:
             if self._writers is None:
-                self._writers = WorkerStores(redis_url, flush_interval_s, on_store=self.stores.append)
+                self._writers = WorkerStores(redis_url, flush_interval_s, on_store=self.stores.append, hooks=self._store_hooks)
             return self._writers
+
+    def _store_hooks(self) -> tuple:
+        """The hooks of one worker's store: its own notifier, the shared metrics."""
+        notify = None
+        if self.updates is not None:
+            # Entry ids from event time only where one writer's order is the run's order.
+            deterministic = self.workers == 1 and not self.cluster
+            notify = UpdateNotifier(self.updates, deterministic, self.updates_maxlen)
+        return notify, flush_hook(self.live, self.freshness if self.live else None)
 
     def close(self) -> None:
         """Flush and close what the steps wrote through (the end of a run)."""
@@ -93,9 +120,11 @@ def build_flow(
     handles: RunHandles,
     late_sink: Optional[DynamicSink] = None,
     flush_interval_s: float = 0.05,
+    recent_events: int = 0,
 ) -> Dataflow:
     """Build the dataflow: ``source`` → parse → per-user state and lists → models →
-    Redis."""
+    Redis. With ``recent_events`` each user's latest events are kept too
+    (``pulse:user:{<user_id>}:events``, for the dashboard)."""
     counters = handles.counters
     writers = handles.writers(redis_url, flush_interval_s)
 
@@ -111,6 +140,14 @@ def build_flow(
     events, rest = parse_records("parse", raw, fmt)
     parsed = op.branch("ends", rest, lambda x: isinstance(x, DeadLetter))
     dead, ends = parsed.trues, parsed.falses
+    if recent_events > 0:
+        keys, ttl_s = options.engine.keys, options.engine.user_ttl_s
+
+        def note_recent(batch: list) -> list:
+            write(recent_event_writes(batch, keys, recent_events, ttl_s))
+            return batch
+
+        events = op.flat_map_batch("recent_events", events, note_recent)
     users = track_users("users", events, options, outputs)
     split = op.branch("user_out", users, lambda x: isinstance(x, ModelUpdate))
     updates: Stream[ModelUpdate] = split.trues
@@ -129,12 +166,17 @@ def build_flow(
 
     updates = op.flat_map_batch("count_ok", updates, count_ok)
     if options.ordered_sources is not None:
-        # Dead letters and partition ends tell the model step which records it will never
-        # see as updates, so it can apply the rest in canonical order.
-        model_in = op.merge("model_in", updates, dead_letters, ends)
+        # Dead letters and partition ends tell the ordered steps which records they will
+        # never see as updates, so they can apply the rest in canonical order.
+        river_in = op.merge("river_in", updates, dead_letters, ends)
     else:
-        model_in = updates
-    writes = learn_models("learn", model_in, options, on_engine=handles.engines.append)
+        river_in = updates
+    river = op.branch("river_out", learn_river("river", river_in, options), lambda x: isinstance(x, Verdict))
+    items = recommend_users("lists", op.merge("with_verdicts", updates, river.trues), options, outputs)
+    if options.ordered_sources is not None:
+        items = op.merge("items_in", items, dead_letters, ends)
+    writes = learn_models("learn", items, options, on_engine=handles.engines.append)
+    writes = op.merge("writes", writes, river.falses)
     keyed = op.key_on("write_key", writes, lambda w: w.key)
     op.output("redis", keyed, RedisSink(writers))
     return flow

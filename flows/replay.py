@@ -18,6 +18,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main, run_main
 
 from pulse.flows.config import Settings
+from pulse.flows.monitor import Monitor
 from pulse.flows.pipeline import RunHandles, build_flow, encode_dead_letter, encode_late
 from pulse.flows.sources import JsonlSink, RecordedLogSource
 from pulse.operators.formats import FORMATS, Format, movielens_genres
@@ -46,7 +47,7 @@ def make_format(name: str, path: Path) -> Format:
 
 #: the layout of the dataflow's snapshots (its steps and their state); a recovery store
 #: written by another layout cannot be resumed
-RECOVERY_LAYOUT = 3
+RECOVERY_LAYOUT = 5
 LAYOUT_FILE = "pulse-recovery.json"
 
 
@@ -161,7 +162,8 @@ def replay(
     path = Path(path)
     fmt = make_format(fmt_name, path)
     source = RecordedLogSource(path, fmt, batch_size=batch_size)
-    handles = RunHandles(cluster=len(addresses or ()) > 1)
+    handles = RunHandles(cluster=len(addresses or ()) > 1, workers=workers, updates=settings.keys() if settings.updates else None,
+                         updates_maxlen=settings.updates_maxlen)
     counters = handles.counters
 
     def count_dead(d) -> None:
@@ -179,6 +181,7 @@ def replay(
         handles,
         late_sink=late_sink,
         flush_interval_s=settings.flush_interval_s,
+        recent_events=settings.recent_events,
     )
     done = threading.Event()
     if on_progress is not None:
@@ -196,11 +199,14 @@ def replay(
     gc.set_threshold(settings.gc_threshold, 50, 1000)
     gc.collect()
     gc.freeze()
+    monitor = Monitor.of_run(settings, redis_url, counters, lambda: source.progress.records, "replay", addresses, process_id)
+    monitor.start()
     started = time.perf_counter()
     try:
         run_flow(flow, workers, recovery, snapshot_s, addresses, process_id)
     finally:
         handles.close()
+        monitor.close()
         done.set()
     seconds = time.perf_counter() - started
     if on_progress is not None:

@@ -28,7 +28,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from pulse.operators.events import DeadLetter, PartitionEnd
 
@@ -124,5 +124,154 @@ class SequencedMerge:
             buf = self.buffers[src]
             out.extend(buf[n] for n in sorted(buf) if buf[n] is not None)
             buf.clear()
+        held, self.held = sorted(self.held, key=self.held_order), []
+        return out + held
+
+
+#: records per block of a partition (see :class:`BlockOrder`)
+BLOCK = 1024
+
+
+class Coverage(NamedTuple):
+    """What a step that sees only some records (a model fed by closed windows) gets of
+    one upstream batch: the ``items`` it needs, and which records the batch accounted
+    for: in replays how many of each block of each partition, ``((source, block,
+    count), ...)``; in live runs their positions, ``((source, seq), ...)``. They travel
+    together, so no record counts before its item is in."""
+
+    counts: tuple
+    items: tuple = ()
+    positions: tuple = ()
+
+
+def coverage(positions: Iterable[tuple[str, int]], items: Sequence[Any] = (), live: bool = False) -> Coverage:
+    """The :class:`Coverage` of records at ``positions`` (source, seq), with ``items``."""
+    if live:
+        return Coverage((), tuple(items), tuple(positions))
+    counts: dict[tuple[str, int], int] = {}
+    for src, seq in positions:
+        key = (src, seq // BLOCK)
+        counts[key] = counts.get(key, 0) + 1
+    return Coverage(tuple((src, block, n) for (src, block), n in counts.items()), tuple(items))
+
+
+class BlockOrder:
+    """Releases positioned items in block order, from coverage alone.
+
+    Unlike :class:`SequencedMerge`, which must see every record, this order needs only
+    the items it releases plus :class:`Coverage` counts of all records (and each
+    partition's :class:`~pulse.operators.events.PartitionEnd`). The canonical order is
+    (block, partition order, seq), blocks being :data:`BLOCK` records of a partition:
+    block ``b`` of every partition is released, sorted, once every partition has
+    accounted for all its records of block ``b`` (or ended before it). The order is a
+    function of the log alone, whatever the batching, the epochs or the cluster shape.
+
+    :arg sources: the partitions, in their tie-breaking order.
+    :arg live: live runs, where partitions never end and another partition may stay
+        idle: release each partition's items in ``seq`` order as soon as every earlier
+        record of it is accounted for (by position), never waiting for another one.
+
+    Items without a position (``key_of`` gives None) are held until :meth:`drain` and
+    released sorted by ``held_order``.
+
+    Example:
+
+    >>> order = BlockOrder(["a"], key_of=lambda x: ("a", x))
+    >>> order.push(coverage([("a", 5), ("a", 6)], items=[5]))
+    []
+    >>> order.push(coverage(("a", n) for n in range(5)))   # the rest of the 7 records, no items
+    []
+    >>> order.push(PartitionEnd("a", 7))                 # ... and the partition has 7
+    [5]
+    """
+
+    def __init__(self, sources: Sequence[str], key_of: Callable[[Any], Any], held_order: Callable[[Any], Any] = lambda x: 0,
+                 live: bool = False) -> None:
+        self.order = {s: i for i, s in enumerate(sources)}
+        self.key_of = key_of
+        self.held_order = held_order
+        self.live = live
+        self.block = 0  # the next block to release
+        self.counts: dict[tuple[str, int], int] = {}
+        self.ends: dict[str, int] = {}
+        self.items: dict[int, list] = {}  # block -> [(partition order, seq, item)]
+        self.held: list[Any] = []
+        # live runs: per partition, the next seq, and the records accounted for after it
+        self.next: dict[str, int] = {src: 0 for src in sources}
+        self.covered: dict[str, dict[int, Any]] = {src: {} for src in sources}
+
+    def push(self, item: Any) -> list[Any]:
+        """Take a :class:`Coverage` (with its items) or a partition end; returns the
+        items that are now ready, in order."""
+        if type(item) is PartitionEnd:
+            self.ends[item.source] = item.count
+            return self._release()
+        if self.live:
+            return self._release_live(item)
+        for x in item.items:
+            key = self.key_of(x)
+            if key is None:
+                self.held.append(x)
+            else:
+                src, seq = key
+                block = seq // BLOCK
+                if block < self.block:
+                    raise RuntimeError(f"record {seq} of partition {src!r} arrived after its block was released")
+                self.items.setdefault(block, []).append((self.order[src], seq, x))
+        counts = self.counts
+        for src, block, n in item.counts:
+            counts[(src, block)] = counts.get((src, block), 0) + n
+        return self._release()
+
+    def _release_live(self, item: Coverage) -> list[Any]:
+        out: list[Any] = []
+        covered = self.covered
+        for src, seq in item.positions:
+            covered[src].setdefault(seq, None)
+        for x in item.items:
+            key = self.key_of(x)
+            if key is None:
+                out.append(x)  # (a user's last windows: no position, nothing to wait for)
+            else:
+                covered[key[0]][key[1]] = x
+        for src, waiting in covered.items():
+            n = self.next[src]
+            while n in waiting:
+                x = waiting.pop(n)
+                if x is not None:
+                    out.append(x)
+                n += 1
+            self.next[src] = n
+        return out
+
+    def _complete(self, block: int) -> bool:
+        for src in self.order:
+            end = self.ends.get(src)
+            want = BLOCK if end is None else min(BLOCK, end - block * BLOCK)
+            if want > 0 and self.counts.get((src, block), 0) < want:
+                return False
+        return True
+
+    def _exhausted(self, block: int) -> bool:
+        return all(self.ends.get(src, (block + 1) * BLOCK) <= block * BLOCK for src in self.order)
+
+    def _release(self) -> list[Any]:
+        out: list[Any] = []
+        while not self._exhausted(self.block) and self._complete(self.block):
+            ready = self.items.pop(self.block, [])
+            ready.sort(key=lambda x: (x[0], x[1]))
+            out.extend(x[2] for x in ready)
+            for src in self.order:
+                self.counts.pop((src, self.block), None)
+            self.block += 1
+        return out
+
+    def drain(self) -> list[Any]:
+        """At the end of the input: what is left (nothing, when every partition was
+        accounted for), in order, then the held items sorted by ``held_order``."""
+        out = self._release()
+        for block in sorted(self.items):
+            out.extend(x[2] for x in sorted(self.items[block], key=lambda x: (x[0], x[1])))
+        self.items.clear()
         held, self.held = sorted(self.held, key=self.held_order), []
         return out + held

@@ -3,11 +3,16 @@
 A Pulse dataflow is these steps, top to bottom (see :mod:`pulse.flows.pipeline`):
 
 1. :func:`parse_records` — raw records → events | dead letters (per batch);
-2. :func:`track_users` — per user: dedup, event-time windows, decayed profile, the
-   user's list blended from a view of the models → updates for the models | dead
-   letters (duplicates) | late events; the user's documents go to ``write``;
-3. :func:`learn_models` — the model step: trending, co-visitation, River segments and
-   anomalies, applied in canonical order → Redis writes (verdicts, global keys).
+2. :func:`track_users` — per user: dedup, event-time windows, decayed profile →
+   updates | dead letters (duplicates) | late events; the profile goes to ``write``;
+3. :func:`learn_river` — the River models (segments, anomaly flags, joined by the bot
+   rules' flags), fed only by the windows that closed and the changes of the rules'
+   verdicts (and coverage counts of the rest) → a verdict per such update;
+4. :func:`recommend_users` — per user again, with the verdicts: segment and flag, the
+   recent items, exclusions and the list blended from a view of the models → an item
+   update per update; verdicts and lists go to ``write``;
+5. :func:`learn_models` — the model step: trending and co-visitation, applied in
+   canonical order → Redis writes (global keys).
 
 The steps hold no I/O of their own: sources, sinks, the view and the user step's
 ``write`` (the worker's own Redis connection) are given by the flow.
@@ -29,15 +34,18 @@ from bytewax.operators import StatefulBatchLogic
 
 from pulse.operators.events import DeadLetter, Event, PartitionEnd, Raw
 from pulse.operators.formats import Format
-from pulse.operators.order import SequencedMerge
+from pulse.operators.order import BlockOrder, Coverage, SequencedMerge, coverage
 from pulse.operators.windows import summarize
-from pulse.state.engine import Engine, EngineConfig, ModelUpdate
+from pulse.state.engine import Engine, EngineConfig, ItemUpdate, ModelUpdate, iso_ms
 from pulse.state.recs import Recommender, UserRecs
-from pulse.state.store import Put, Write
+from pulse.state.river_models import RiverModels, Verdict
+from pulse.state.store import Put, StreamAdd, Write
 from pulse.state.user import UserConfig, UserState
 
 #: the model step's one key
 MODELS_KEY = "models"
+#: the River models' one key
+RIVER_KEY = "river"
 
 
 @dataclass
@@ -124,10 +132,10 @@ UserOut = Union[ModelUpdate, DeadLetter, Late]
 
 @dataclass
 class UserOutputs:
-    """What the user step needs beyond its state: the recommender, the view of the
-    models it blends from (called when needed: see :mod:`pulse.state.view`), and where
-    the user's documents go (``write``, and ``flush`` before an epoch's snapshot
-    counts)."""
+    """What the per-user steps need beyond their state: the recommender, the view of the
+    models the list step blends from (called when needed: see :mod:`pulse.state.view`),
+    and where the users' documents go (``write``, and ``flush`` before an epoch's
+    snapshot counts)."""
 
     recommender: Recommender
     view: Callable[[], object]
@@ -135,26 +143,22 @@ class UserOutputs:
     flush: Callable[[], None]
 
 
-class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
-    def __init__(self, state: UserState, recs: UserRecs, options: StepOptions, outputs: UserOutputs) -> None:
+class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
+    def __init__(self, state: UserState, options: StepOptions, outputs: UserOutputs) -> None:
         self.state = state
-        self.recs = recs
         self.options = options
         self.outputs = outputs
-        self._recs_deadline: Optional[datetime] = None  # live runs: when a held-back list is due
 
     def _profile(self, doc: dict) -> Put:
         st = self.state
-        self.recs.categories = list(doc["categories"].items())[:3]
         keys = self.options.engine.keys
         return Put(keys.profile(st.user_id), orjson.dumps({"user_id": st.user_id, **doc}), self.options.engine.user_ttl_s)
 
     def on_batch(self, values: List[Event]) -> Tuple[Iterable[UserOut], bool]:
         out: list[UserOut] = []
         writes: list[Write] = []
-        st, recs = self.state, self.recs
-        learn_recs = self.outputs.recommender.learn_one
-        view = None
+        st = self.state
+        kinds = self.options.engine.model_windows
         for ev in values:
             learned = st.learn_one(ev)
             if learned.duplicate:
@@ -163,31 +167,149 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
                 continue
             if learned.late:
                 out.append(Late(ev))
+            affinities = None
             if st.profile_due(ev.ts):
-                writes.append(self._profile(st.profile_doc(ev.ts)))
-            if view is None:
-                view = self.outputs.view()
-            writes.extend(learn_recs(recs, ev, learned.weight, view))
-            closed = summarize(learned.closed, self.options.engine.model_windows) if learned.closed else ()
-            out.append(ModelUpdate.of(ev, learned.weight, closed, learned.bot))
+                doc = st.profile_doc(ev.ts)
+                writes.append(self._profile(doc))
+                affinities = tuple(doc["categories"].items())[:3]
+            closed = summarize(learned.closed, kinds) if learned.closed else ()
+            out.append(ModelUpdate.of(ev, learned.weight, closed, affinities, learned.bot))
         if writes:
             self.outputs.write(writes)
         return out, self.RETAIN
 
-    def _final(self) -> list[UserOut]:
+    def _final(self, evicted: bool) -> list[UserOut]:
         st = self.state
         if st.user_id is None:
             return []
         closed = summarize(st.windows.close_all(), self.options.engine.model_windows)
-        writes = self.outputs.recommender.pending(self.recs, st.user_id, self.outputs.view())
         if st.profile_dirty:
-            writes.append(self._profile(st.profile_doc(st.profile.last_seen or 0)))
-        if writes:
-            self.outputs.write(writes)
-        return [ModelUpdate.closing(st.user_id, closed)] if closed else []
+            self.outputs.write([self._profile(st.profile_doc(st.profile.last_seen or 0))])
+        # An evicted user starts afresh when they come back: the bot rules' flag goes
+        # with their state (else the River step would hold it for ever).
+        bot = "" if evicted and st.bots is not None and st.bots.reason else None
+        return [ModelUpdate.closing(st.user_id, closed, bot)] if closed or bot is not None else []
 
     def on_eof(self) -> Tuple[Iterable[UserOut], bool]:
-        return self._final(), self.RETAIN
+        return self._final(evicted=False), self.RETAIN
+
+    def notify_at(self) -> Optional[datetime]:
+        if self.options.live_idle_s is None:
+            return None
+        return _idle_deadline(self.options.live_idle_s)
+
+    def on_notify(self) -> Tuple[Iterable[UserOut], bool]:
+        # Idle in a live run: close the windows, write the last profile, free the state.
+        return self._final(evicted=True), self.DISCARD
+
+    def snapshot(self) -> Optional[UserState]:
+        if not self.options.snapshots:
+            return None
+        # Everything this worker wrote in the epoch must be in Redis before the snapshot
+        # counts: a resume replays only what came after.
+        self.outputs.flush()
+        return copy.deepcopy(self.state)
+
+
+def track_users(step_id: str, events: Stream[Event], options: StepOptions, outputs: UserOutputs) -> Stream[UserOut]:
+    """Key events by user; keep each user's dedup ring, windows and profile; write the
+    user's profile (``outputs``); emit an update per accepted event."""
+    keyed = op.key_on(f"{step_id}_key", events, lambda ev: ev.user_id)
+
+    def build(resume: Optional[UserState]) -> _UserLogic:
+        return _UserLogic(resume if resume is not None else UserState(options.user), options, outputs)
+
+    out = op.stateful_batch(f"{step_id}_state", keyed, build)
+    return op.key_rm(f"{step_id}_unkey", out)
+
+
+# -- 3. per user, with the River verdicts: the user's list --------------------------------
+ListIn = Union[ModelUpdate, Verdict]
+
+
+class _Verdicts:
+    """The River step's verdicts that came before their updates: by position, and for
+    updates without an event (a user's last windows) per user, first come first."""
+
+    def __init__(self) -> None:
+        self.at: dict[tuple[str, int], Verdict] = {}
+        self.closing: dict[str, list[Verdict]] = {}
+
+    def add(self, v: Verdict) -> None:
+        if v.seq >= 0:
+            self.at[(v.src, v.seq)] = v
+        else:
+            self.closing.setdefault(v.user_id, []).append(v)
+
+    def take(self, up: ModelUpdate) -> Optional[Verdict]:
+        if up.event:
+            return self.at.pop((up.src, up.seq), None)
+        queue = self.closing.get(up.user_id)
+        if not queue:
+            return None
+        v = queue.pop(0)
+        if not queue:
+            del self.closing[up.user_id]
+        return v
+
+
+class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
+    def __init__(self, resume: Optional[tuple], options: StepOptions, outputs: UserOutputs) -> None:
+        if resume is not None:
+            self.recs, self.verdicts, self.waiting = resume
+        else:
+            self.recs = UserRecs(options.engine.max_seen)
+            self.verdicts = _Verdicts()
+            #: the user's updates, in order, from the first one whose verdict is still to come
+            self.waiting: list[ModelUpdate] = []
+        self.options = options
+        self.outputs = outputs
+        self.user_id: Optional[str] = None
+        self._recs_deadline: Optional[datetime] = None  # live runs: when a held-back list is due
+
+    def on_batch(self, values: List[ListIn]) -> Tuple[Iterable[ItemUpdate], bool]:
+        waiting, verdicts = self.waiting, self.verdicts
+        for v in values:
+            if type(v) is Verdict:
+                verdicts.add(v)
+            else:
+                waiting.append(v)
+        out: list[ItemUpdate] = []
+        writes: list[Put] = []
+        learn = self.outputs.recommender.learn_update
+        view = None
+        done = 0
+        for up in waiting:
+            verdict = None
+            if up.needs_verdict:
+                verdict = verdicts.take(up)
+                if verdict is None:
+                    break
+            if view is None:
+                view = self.outputs.view()
+            self.user_id = up.user_id
+            w, item_update = learn(self.recs, up, verdict, view)
+            writes.extend(w)
+            out.append(item_update)
+            done += 1
+        del waiting[:done]
+        if writes:
+            self.outputs.write(writes)
+        return out, self.RETAIN
+
+    def _pending(self) -> None:
+        if self.user_id is not None:
+            writes = self.outputs.recommender.pending(self.recs, self.user_id, self.outputs.view())
+            if writes:
+                self.outputs.write(writes)
+
+    def on_eof(self) -> Tuple[Iterable[ItemUpdate], bool]:
+        if self.waiting:
+            up = self.waiting[0]
+            raise RuntimeError(f"the River step gave no verdict for the windows of user {up.user_id!r} "
+                               f"(record {up.seq} of {up.src!r}); {len(self.waiting)} updates wait")
+        self._pending()
+        return [], self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
         if self.options.live_idle_s is None:
@@ -198,47 +320,132 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, tuple]):
             return self._recs_deadline
         return _idle_deadline(self.options.live_idle_s)
 
-    def on_notify(self) -> Tuple[Iterable[UserOut], bool]:
+    def on_notify(self) -> Tuple[Iterable[ItemUpdate], bool]:
         if self.recs.recs_due is not None:
             # Live runs: a list held back by the debounce is due by the wall clock too.
             self._recs_deadline = None
-            self.outputs.write(self.outputs.recommender.pending(self.recs, self.state.user_id, self.outputs.view()))
+            self._pending()
             return [], self.RETAIN
-        # Idle in a live run: close the windows, write the last profile, free the state.
-        return self._final(), self.DISCARD
+        if self.waiting:
+            return [], self.RETAIN
+        return [], self.DISCARD  # idle in a live run: free the state
 
     def snapshot(self) -> Optional[tuple]:
         if not self.options.snapshots:
             return None
-        # Everything this worker wrote in the epoch must be in Redis before the snapshot
-        # counts: a resume replays only what came after.
         self.outputs.flush()
-        return copy.deepcopy((self.state, self.recs))
+        return copy.deepcopy((self.recs, self.verdicts, self.waiting))
 
 
-def track_users(step_id: str, events: Stream[Event], options: StepOptions, outputs: UserOutputs) -> Stream[UserOut]:
-    """Key events by user; keep each user's dedup ring, windows, profile and list state;
-    write the user's profile and list (``outputs``)."""
-    keyed = op.key_on(f"{step_id}_key", events, lambda ev: ev.user_id)
-    max_seen = options.engine.max_seen
+def recommend_users(step_id: str, updates: Stream[ListIn], options: StepOptions, outputs: UserOutputs) -> Stream[ItemUpdate]:
+    """Key updates and the River step's verdicts by user; keep what each user's list
+    depends on, write verdicts and lists (``outputs``); emit what the model step learns
+    of each update (an update with windows waits for its verdict)."""
+    keyed = op.key_on(f"{step_id}_key", updates, lambda x: x.user_id)
 
-    def build(resume: Optional[tuple]) -> _UserLogic:
-        state, recs = resume if resume is not None else (UserState(options.user), UserRecs(max_seen))
-        return _UserLogic(state, recs, options, outputs)
+    def build(resume: Optional[tuple]) -> _ListLogic:
+        return _ListLogic(resume, options, outputs)
 
-    out = op.stateful_batch(f"{step_id}_state", keyed, build)
-    return op.key_rm(f"{step_id}_unkey", out)
+    return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_state", keyed, build))
 
 
-# -- 3. the models ---------------------------------------------------------------------
-ModelIn = Union[ModelUpdate, DeadLetter, PartitionEnd]
+# -- 4. the River models ----------------------------------------------------------------
+RiverIn = Union[Coverage, PartitionEnd]
 
 
-def _update_ts(up: ModelUpdate) -> int:
+def _river_key(up: ModelUpdate):
+    return (up.src, up.seq) if up.event else None
+
+
+class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], tuple]):
+    def __init__(self, resume: Optional[tuple], options: StepOptions) -> None:
+        if resume is not None:
+            self.models, self.order = resume
+        else:
+            self.models = RiverModels(options.engine.river)
+            # (without the source's partitions, as in a hand-built flow: arrival order)
+            self.order = (
+                BlockOrder(options.ordered_sources, _river_key, _update_user, live=options.live_idle_s is not None)
+                if options.ordered_sources is not None
+                else None
+            )
+        self.options = options
+
+    def _learn(self, ups: Iterable[ModelUpdate]) -> list:
+        models = self.models
+        keys = self.options.engine.keys
+        out: list = []
+        for up in ups:
+            verdict = models.learn_one(up.user_id, up.src, up.seq, up.windows, up.bot, up.ts)
+            out.append(verdict)
+            for anomaly, window_end, new in verdict.anomalies:
+                if new:
+                    out.append(StreamAdd(keys.anomalies, models.entry_id(),
+                                         (("user_id", up.user_id), ("score", f"{anomaly['score']:.6f}"),
+                                          ("reason", anomaly["reason"]), ("window_end", iso_ms(window_end)))))
+        if self.models.summary_due():
+            out.append(Put(self.options.engine.keys.segments, orjson.dumps(self.models.summary())))
+        return out
+
+    def on_batch(self, values: List[RiverIn]) -> Tuple[Iterable, bool]:
+        ready: list[ModelUpdate] = []
+        order = self.order
+        for item in values:
+            if order is not None:
+                ready.extend(order.push(item))
+            elif type(item) is Coverage:
+                ready.extend(item.items)
+        return self._learn(ready), self.RETAIN
+
+    def on_eof(self) -> Tuple[Iterable, bool]:
+        out = self._learn(self.order.drain() if self.order is not None else ())
+        if self.models.segmenter.learned:
+            out.append(Put(self.options.engine.keys.segments, orjson.dumps(self.models.summary())))
+        return out, self.RETAIN
+
+    def snapshot(self) -> Optional[tuple]:
+        if not self.options.snapshots:
+            return None
+        return copy.deepcopy((self.models, self.order))
+
+
+def _river_batch(batch: list, live: bool) -> list:
+    """One worker's batch of model input → what the River step needs of it: the updates
+    that closed windows or changed the bot rules' verdict, with the coverage of every
+    record (see :class:`~pulse.operators.order.BlockOrder`), and the partition ends."""
+    out: list = [x for x in batch if type(x) is PartitionEnd]
+    positions = [(x.src, x.seq) if type(x) is ModelUpdate else (x.source, x.seq) for x in batch
+                 if (type(x) is ModelUpdate and x.event) or type(x) is DeadLetter]
+    needed = [x for x in batch if type(x) is ModelUpdate and x.needs_verdict]
+    if positions or needed:
+        out.append(coverage(positions, needed, live))
+    return out
+
+
+def learn_river(step_id: str, updates: Stream, options: StepOptions) -> Stream:
+    """The River models: from the model input (updates, and in replays dead letters and
+    partition ends) only the updates that closed windows cross, with per-batch coverage
+    counts of the rest. Emits a :class:`~pulse.state.river_models.Verdict` per such update,
+    and ``pulse:segments`` as a Redis write."""
+    live = options.live_idle_s is not None
+    per_batch = op.flat_map_batch(f"{step_id}_batch", updates, lambda batch: _river_batch(batch, live))
+    keyed = op.key_on(f"{step_id}_key", per_batch, lambda _: RIVER_KEY)
+
+    def build(resume: Optional[tuple]) -> _RiverLogic:
+        return _RiverLogic(resume, options)
+
+    return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_models", keyed, build))
+
+
+# -- 5. the models ---------------------------------------------------------------------
+ModelIn = Union[ItemUpdate, DeadLetter, PartitionEnd]
+
+
+def _update_ts(up: ItemUpdate) -> int:
     return up.ts
 
 
-def _update_key(up: ModelUpdate):
+def _update_key(up: ItemUpdate):
     return (up.src, up.seq) if up.event else None
 
 
@@ -262,7 +469,7 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
         if on_engine is not None:
             on_engine(self.engine)
 
-    def _learn(self, updates: Iterable[ModelUpdate]) -> list[Write]:
+    def _learn(self, updates: Iterable[ItemUpdate]) -> list[Write]:
         out: list[Write] = []
         learn = self.engine.learn_one
         with self.engine.lock:
@@ -273,8 +480,8 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
     def on_batch(self, values: List[ModelIn]) -> Tuple[Iterable[Write], bool]:
         merge = self.merge
         if merge is None:
-            return self._learn(v for v in values if type(v) is ModelUpdate), self.RETAIN
-        ready: list[ModelUpdate] = []
+            return self._learn(v for v in values if type(v) is ItemUpdate), self.RETAIN
+        ready: list[ItemUpdate] = []
         for item in values:
             ready.extend(merge.push(item))
         return self._learn(ready), self.RETAIN
@@ -315,9 +522,9 @@ def learn_models(
     options: StepOptions,
     on_engine: Optional[Callable[[Engine], None]] = None,
 ) -> Stream[Write]:
-    """Route every update to the model step and learn the global models from it; emits
-    the users' verdicts and the global keys as Redis writes. Replays also route dead
-    letters and partition ends here, so the models see updates in canonical order."""
+    """Route every item update to the model step and learn the item-side models from
+    it; emits the global keys as Redis writes. Replays also route dead letters and
+    partition ends here, so the models see updates in canonical order."""
     keyed = op.key_on(f"{step_id}_key", updates, lambda _: MODELS_KEY)
 
     def build(resume: Optional[tuple]) -> _ModelLogic:

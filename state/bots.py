@@ -16,14 +16,19 @@ counting *item events* (views and clicks, the page loads a person makes one at a
 
 The shape rules are read once the session has ``min_session_events`` item events. A
 session is a bot's when the rate rule holds, or at least ``min_rules`` shape rules hold
-together; from then on every event of the session carries the reason, which the model
-step turns into the user's anomaly flag (``pulse:user:{<id>}:segment``, the
-``pulse:anomalies`` stream): flagged users stay out of the global models and get
-non-personalized lists.
+together. The user's standing verdict is that of the latest session judged: a bot's
+session flags the user (with the reason) until a later session reaches
+``min_session_events`` item events without the rules holding, so a bot's next session
+stays flagged from its first event, and a person's short sessions change nothing. The
+user step sends each change of the verdict on; the River step joins it to the model's
+anomaly flag (:mod:`pulse.state.river_models`: the ``pulse:anomalies`` stream, the
+``pulse:user:{<id>}:segment`` verdict), and flagged users stay out of the global models
+and get non-personalized lists.
 
-The state is kept per user, so it is small: one ``array('q')`` of 11 numbers, the
-session id and the reason (about 250 bytes), made only once a user sends an item event within ``fast_gap_ms`` of
-their previous event; a user who never does has no bot state at all.
+The state is kept per user, so it is small: one ``array('q')`` of 12 numbers, the
+session id and the reason (about 250 bytes), made only once a user sends an item event
+within ``fast_gap_ms`` of their previous event; a user who never does has no bot state
+at all.
 
 Example:
 
@@ -33,6 +38,8 @@ Example:
 ...                                  category=f"c{t % 9}", session_id="s1")) for t in range(25)]
 >>> reasons[18], reasons[19]
 ('', 'sub_second: 100% of 19 gaps < 1000 ms; no_dwell: 0 dwell reports; no_scroll: 0 scroll reports; random_walk: 9 categories')
+>>> rules.learn_one(Event(user_id="b", type="view", ts=90_000_000, item_id="i1", session_id="s2")) == reasons[19]
+True
 """
 
 from __future__ import annotations
@@ -45,9 +52,10 @@ from pulse.operators.events import Event
 from pulse.operators.windows import stable_hash
 from pulse.state.profile import compact_config, restore_config
 
-# The array's fields.
-LAST_SEEN, LAST_ITEM, ITEMS, FAST, DWELLS, DWELL_SUM, SCROLLS, CATEGORIES, MINUTE, MINUTE_ITEMS, MAX_MINUTE = range(11)
-_NEW_SESSION = array("q", [-1, -1, 0, 0, 0, 0, 0, 0, -1, 0, 0])
+# The array's fields (JUDGED: 1 once the current session is taken for a bot's, so its
+# verdict is not worked out again at every event).
+LAST_SEEN, LAST_ITEM, ITEMS, FAST, DWELLS, DWELL_SUM, SCROLLS, CATEGORIES, MINUTE, MINUTE_ITEMS, MAX_MINUTE, JUDGED = range(12)
+_NEW_SESSION = array("q", [-1, -1, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0])
 ITEM_TYPES = frozenset(("view", "click"))
 
 
@@ -86,7 +94,8 @@ class BotRuleConfig:
 
 
 class BotRules:
-    """One user's current session, counted for the bot rules."""
+    """One user's current session, counted for the bot rules, and the user's standing
+    verdict (see the module docstring)."""
 
     __slots__ = ("config", "_s", "_session", "_reason")
 
@@ -94,7 +103,7 @@ class BotRules:
         self.config = config
         self._s = array("q", _NEW_SESSION)
         self._session: Optional[str] = None
-        self._reason = ""  # set once the session is taken for a bot's
+        self._reason = ""  # the standing verdict: why the user is taken for a bot, or ""
 
     def __getstate__(self):
         return self.config, self._s, self._session, self._reason
@@ -104,16 +113,16 @@ class BotRules:
 
     @property
     def reason(self) -> str:
-        """Why the current session is a bot's (``""`` when it is not)."""
+        """Why the user is taken for a bot (``""`` when not)."""
         return self._reason
 
     def learn_one(self, ev: Event) -> str:
-        """Count ``ev`` into its session; the reason the session is a bot's, or ``""``."""
+        """Count ``ev`` into its session; returns the standing verdict: why the user is
+        taken for a bot, or ``""``."""
         s, c = self._s, self.config
         if ev.session_id != self._session or (s[LAST_SEEN] >= 0 and ev.ts - s[LAST_SEEN] > c.session_gap_s * 1000):
-            s[:] = _NEW_SESSION
+            s[:] = _NEW_SESSION  # (the verdict stands until this session is judged)
             self._session = ev.session_id
-            self._reason = ""
         s[LAST_SEEN] = ev.ts
         if ev.dwell_ms is not None:
             s[DWELLS] += 1
@@ -132,8 +141,14 @@ class BotRules:
             s[MINUTE] = minute
             if s[MINUTE_ITEMS] > s[MAX_MINUTE]:
                 s[MAX_MINUTE] = s[MINUTE_ITEMS]
-        if not self._reason:
-            self._reason = self._verdict()
+        if not s[JUDGED]:
+            verdict = self._verdict()
+            if verdict:
+                s[JUDGED] = 1
+                if not self._reason:  # (a bot's next session keeps the first reason)
+                    self._reason = verdict
+            elif s[ITEMS] >= c.min_session_events:
+                self._reason = ""  # a session long enough to judge, and no rule holds
         return self._reason
 
     def _verdict(self) -> str:

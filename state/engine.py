@@ -1,22 +1,20 @@
-"""The model step: the global models, learned from every accepted event.
+"""The model step: the item-side models, learned from every accepted event.
 
-The engine is the dataflow's one shard of global state. It receives every accepted event
-(with the user's closed windows), applies them in canonical order (see
-:mod:`pulse.operators.order`) and holds:
+The engine receives an :class:`ItemUpdate` for every accepted event from the step that
+keeps users' lists (:mod:`pulse.state.recs`, keyed by user), applies them in canonical
+order (see :mod:`pulse.operators.order`) and holds:
 
 * :class:`~pulse.state.trending.Trending` popularity: global, per category, per segment;
 * :class:`~pulse.state.covisit.CoVisitation` item-to-item co-visitation;
-* the River models of :mod:`pulse.state.segments` and :mod:`pulse.state.anomaly`;
 * an :class:`~pulse.state.covisit.ItemIndex` that numbers items, so that lists and
-  heads are numpy arrays a blend gathers cheaply (:class:`~pulse.state.view.LocalView`);
-* per user only what the models need: the recent distinct items (co-visitation pairs
-  a new item with them), the segment and the anomaly verdict.
+  heads are numpy arrays a blend gathers cheaply (:class:`~pulse.state.view.LocalView`).
 
-For each update it returns the writes due: the user's verdicts
-(``pulse:user:{<id>}:segment``) when they change, and the global keys. The user step
-blends users' lists from a :mod:`~pulse.state.view` of these models. Everything is a
-function of event time and of the events' order, never of the wall clock, so a replay
-learns the same models whatever the shape of the cluster.
+It keeps nothing per user: each update brings what the models need of its user (the
+recent distinct items co-visitation pairs the new item with, the segment, whether the
+user is flagged, which keeps the user out of the models). The River models run in a
+step of their own (:mod:`pulse.state.river_models`). Everything is a function of event
+time and of the events' order, never of the wall clock, so a replay learns the same
+models whatever the shape of the cluster.
 
 Global keys (trending, similar items, meta) are written once per ``global_interval_s``
 of event time (and ``global_min_events`` events), the similar lists and category
@@ -25,11 +23,10 @@ end.
 
 Example:
 
->>> from pulse.operators.events import Event
 >>> eng = Engine(EngineConfig())
->>> writes = eng.learn_one(ModelUpdate.of(Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ()))
+>>> writes = eng.learn_one(ItemUpdate("u1", True, "a", (), 1_000, 1.0, (), None, False))
 >>> sorted(w.key for w in writes)
-['pulse:item:{a}:nbrs', 'pulse:item:{a}:similar', 'pulse:meta', 'pulse:segments', 'pulse:trending']
+['pulse:item:{a}:nbrs', 'pulse:item:{a}:similar', 'pulse:meta', 'pulse:trending']
 """
 
 from __future__ import annotations
@@ -43,23 +40,26 @@ from typing import NamedTuple, Optional, Sequence
 import orjson
 
 from pulse.operators.events import Event
-from pulse.operators.recommend import BlendConfig, Candidates, Scratch, blend_parts
+from pulse.operators.recommend import BlendConfig
 from pulse.operators.windows import WindowSummary
-from pulse.state.anomaly import AnomalyConfig, AnomalyDetector
+from pulse.state.anomaly import AnomalyConfig
 from pulse.state.covisit import CoVisitation, ItemIndex
 from pulse.state.keys import SCHEMA_VERSION, KeySchema
-from pulse.state.segments import SegmentConfig, Segmenter
-from pulse.state.store import HashSet, Put, StreamAdd, Write, ZReplace
+from pulse.state.river_models import RiverConfig
+from pulse.state.segments import SegmentConfig
+from pulse.state.store import HashSet, Put, Write, ZReplace
 from pulse.state.trending import Trending
 from pulse.state.view import MAX_ITEM_CATEGORIES, ItemCategories
 
 
 class ModelUpdate(NamedTuple):
-    """What the user step sends the model step for one user: the accepted event's item,
-    categories, event time, weight and position (partition ``src``, index ``seq``), and
-    summaries of the user's windows that closed, of the kinds a model learns from
-    (:attr:`EngineConfig.model_windows`). ``event`` is False when only windows closed (end
-    of input, an idle user). Plain values, not the :class:`Event`: it crosses processes."""
+    """What the user step sends on for one accepted event: its item, categories, event
+    time, weight and position (partition ``src``, index ``seq``), summaries of the user's
+    windows that closed, of the kinds a model learns from (:attr:`EngineConfig.model_windows`),
+    the user's strongest categories when the profile changed (else None), and the bot
+    rules' verdict when it changed at this event (:mod:`pulse.state.bots`: the reason, or
+    "" when cleared; else None). ``event`` is False when only windows closed (end of
+    input, an idle user). Plain values, not the :class:`Event`: it crosses processes."""
 
     user_id: str
     event: bool
@@ -70,16 +70,48 @@ class ModelUpdate(NamedTuple):
     windows: Sequence[WindowSummary]
     src: str = ""
     seq: int = -1
-    #: why the user step's bot rules (pulse.state.bots) take the user for a bot, or ""
-    bot: str = ""
+    purchase: bool = False
+    affinities: Optional[tuple[tuple[str, float], ...]] = None
+    bot: Optional[str] = None
 
     @classmethod
-    def of(cls, ev: Event, weight: float, windows: Sequence[WindowSummary], bot: str = "") -> "ModelUpdate":
-        return cls(ev.user_id, True, ev.item_id, ev.category, ev.ts, weight, windows, ev.src, ev.seq, bot)
+    def of(cls, ev: Event, weight: float, windows: Sequence[WindowSummary],
+           affinities: Optional[tuple[tuple[str, float], ...]] = None, bot: Optional[str] = None) -> "ModelUpdate":
+        return cls(ev.user_id, True, ev.item_id, ev.category, ev.ts, weight, windows, ev.src, ev.seq,
+                   ev.type == "purchase", affinities, bot)
 
     @classmethod
-    def closing(cls, user_id: str, windows: Sequence[WindowSummary]) -> "ModelUpdate":
-        return cls(user_id, False, None, (), 0, 0.0, windows)
+    def closing(cls, user_id: str, windows: Sequence[WindowSummary], bot: Optional[str] = None) -> "ModelUpdate":
+        return cls(user_id, False, None, (), 0, 0.0, windows, bot=bot)
+
+    @property
+    def needs_verdict(self) -> bool:
+        """Whether the River step has a say on this update (and the list step waits for
+        it): windows closed, or the bot rules' verdict changed."""
+        return bool(self.windows) or self.bot is not None
+
+
+class ItemUpdate(NamedTuple):
+    """What the model step learns from one accepted event: the item, its categories,
+    event time and weight, and of its user the recent distinct items before this one
+    (oldest first), the segment, and whether the user is flagged (a flagged user's
+    events do not feed the models). ``new_flag`` counts a user flagged at this update,
+    ``new_user`` a user's first update. ``event`` is False for an update without an
+    event (a user's last windows closed: only ``new_flag`` may count)."""
+
+    user_id: str
+    event: bool
+    item_id: Optional[str]
+    category: tuple[str, ...]
+    ts: int
+    weight: float
+    recent: tuple[str, ...]
+    segment: Optional[str]
+    flagged: bool
+    new_flag: bool = False
+    new_user: bool = False
+    src: str = ""
+    seq: int = -1
 
 
 @dataclass(frozen=True)
@@ -108,7 +140,6 @@ class EngineConfig:
     trending_size: int = 100
     similar_size: int = 20
     user_ttl_s: int = 30 * 86_400
-    max_users: int = 1_000_000
     max_seen: int = 2_000
 
     @property
@@ -116,20 +147,9 @@ class EngineConfig:
         """The window kinds the models learn from (the user step sends only those)."""
         return frozenset((self.segments.window, self.anomaly.window))
 
-
-class UserModelState:
-    """What the models remember per user."""
-
-    __slots__ = ("recent", "segment", "traits", "anomaly")
-
-    def __init__(self) -> None:
-        self.recent: list[str] = []  # the last covisit_window distinct items, most recent last
-        self.segment: Optional[str] = None
-        self.traits: tuple[str, ...] = ()
-        self.anomaly: dict = _NOT_FLAGGED
-
-
-_NOT_FLAGGED = {"score": 0.0, "flagged": False}
+    @property
+    def river(self) -> RiverConfig:
+        return RiverConfig(self.segments, self.anomaly, self.global_interval_s)
 
 
 def recomm_id(user_id: str, ts: int, n: int) -> str:
@@ -144,7 +164,7 @@ def iso_ms(ms: int) -> str:
 
 
 class Engine:
-    """The global models plus the little per-user state they need; see the module docstring."""
+    """The item-side models; see the module docstring."""
 
     #: a round of global writes spreads its similar lists and category trending over
     #: this share of the events the previous round took (see :meth:`global_writes`)
@@ -160,18 +180,16 @@ class Engine:
         self.by_segment: dict[str, Trending] = {}
         self.covisit = CoVisitation(c.covisit_half_life_s, c.covisit_window, c.covisit_recency, c.covisit_neighbours,
                                     c.covisit_alpha, c.covisit_beta, index=self.index)
-        self.segmenter = Segmenter(c.segments)
-        self.detector = AnomalyDetector(c.anomaly)
-        self.users: dict[str, UserModelState] = {}
         self.item_categories: dict[str, tuple[str, ...]] = {}
         self.categories = ItemCategories()  # by item number, for the blend's category cap
-        self._scratch = Scratch()  # work arrays of flagged users' lists
         #: held while the models change, and by blends that read them from other
         #: worker threads (the compiled kernels release the GIL)
         self.lock = threading.Lock()
         self.clock = 0  # the largest event time seen
         self.events = 0
         self.events_flagged = 0
+        self.flags = 0  # users newly flagged
+        self.users = 0  # users' first updates
         self._dirty_items: set[str] = set()
         self._dirty_categories: set[str] = set()
         self._dirty_segments: set[str] = set()
@@ -183,92 +201,37 @@ class Engine:
         self._gq_pos = 0
         self._gq_start = 0
         self._gq_span = 1
-        self._stream_last = (0, 0)
 
     def __getstate__(self) -> dict:
-        # (the lock and the blend's work arrays are not state)
-        return {k: v for k, v in self.__dict__.items() if k not in ("lock", "_scratch")}
+        # (the lock is not state)
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.lock = threading.Lock()
-        self._scratch = Scratch()
 
     @property
     def global_due(self) -> bool:
         """Whether events arrived since the last round of global writes."""
         return self._global_at is not None and self.events > self._global_events
 
-    def _stream_id(self) -> str:
-        # Stream ids must grow; derive them from event time so a replay reuses them
-        # (Redis then refuses the duplicates instead of appending them twice).
-        ms, seq = self._stream_last
-        self._stream_last = (self.clock, 0) if self.clock > ms else (ms, seq + 1)
-        return f"{self._stream_last[0]}-{self._stream_last[1]}"
-
     # -- learning ----------------------------------------------------------------
-    def user(self, user_id: str) -> UserModelState:
-        st = self.users.get(user_id)
-        if st is None:
-            st = self.users[user_id] = UserModelState()
-            if len(self.users) > self.config.max_users:
-                del self.users[next(iter(self.users))]
-        return st
-
-    def learn_one(self, up: ModelUpdate) -> list[Write]:
+    def learn_one(self, up: ItemUpdate) -> list[Write]:
         """Fold in one update; returns the writes it causes."""
-        writes: list[Write] = []
-        st = self.user(up.user_id)
-        if up.windows:
-            verdict = (st.segment, st.traits, st.anomaly)
-            for window in up.windows:
-                self._learn_window(up.user_id, st, window, writes)
-            if (st.segment, st.traits, st.anomaly) != verdict:
-                writes.append(self._verdict_write(up.user_id, st))
-                if st.anomaly["flagged"] and not verdict[2]["flagged"]:
-                    writes.append(self._flagged_list(up.user_id, st))
-        if up.bot and not st.anomaly["flagged"]:
-            self._flag_by_rules(up, st, writes)
+        self.flags += up.new_flag
+        self.users += up.new_user
         if up.event:
             self.events += 1
             if up.ts > self.clock:
                 self.clock = up.ts
-            self._learn_event(st, up)
+            self._learn_event(up)
         if self._global_at is None or self._gq_pos < len(self._gq) or (
             self.events - self._global_events >= self.config.global_min_events
         ):
-            writes.extend(self.tick(self.clock))
-        return writes
+            return self.tick(self.clock)
+        return []
 
-    def verdict(self, user_id: str) -> tuple[Optional[str], bool]:
-        """The user's segment and whether the user is flagged (what a blend needs)."""
-        st = self.users.get(user_id)
-        return (None, False) if st is None else (st.segment, st.anomaly["flagged"])
-
-    def _flagged_list(self, user_id: str, st: UserModelState) -> Put:
-        """A newly flagged user's list, at once: trending only (what the user step's
-        blend gives a flagged user; it may not see the flag before the user's next
-        event, and a replay's last windows close after the user's last event)."""
-        c = Candidates()
-        nums, stored = self.trending.head_arrays(2 * self.config.blend.k)
-        if len(nums):
-            c.add("trending", "trending", nums, stored, self.trending.factor(self.clock))
-        recs = blend_parts(c, self.config.blend, self.index.ids, (), self.item_categories, self._scratch, None,
-                           (self.categories.matrix, self.categories.count))
-        doc = {
-            "user_id": user_id,
-            "recomm_id": recomm_id(user_id, self.clock, -1),
-            "generated_at": iso_ms(self.clock),
-            "segment": st.segment,
-            "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in recs],
-        }
-        return Put(self.keys.recs(user_id), orjson.dumps(doc), self.config.user_ttl_s)
-
-    def _verdict_write(self, user_id: str, st: UserModelState) -> Put:
-        doc = {"user_id": user_id, "segment": st.segment, "segment_traits": list(st.traits), "anomaly": st.anomaly}
-        return Put(self.keys.verdict(user_id), orjson.dumps(doc), self.config.user_ttl_s)
-
-    def _learn_event(self, st: UserModelState, up: ModelUpdate) -> None:
+    def _learn_event(self, up: ItemUpdate) -> None:
         item, weight = up.item_id, up.weight
         if item is None:
             return
@@ -277,7 +240,7 @@ class Engine:
         if category and self.item_categories.get(item) != category[:MAX_ITEM_CATEGORIES]:
             self.item_categories[item] = category[:MAX_ITEM_CATEGORIES]
             self.categories.set(number, category)
-        flagged = st.anomaly["flagged"]
+        flagged = up.flagged
         if not flagged and weight > 0:
             # Flagged users do not feed the global models.
             ts = up.ts
@@ -288,52 +251,16 @@ class Engine:
                     t = self.by_category[cat] = Trending(self.config.trending_half_life_s, numbers=self.index.numbers)
                 t.learn_one(item, weight, ts)
                 self._dirty_categories.add(cat)
-            if st.segment is not None:
-                t = self.by_segment.get(st.segment)
+            segment = up.segment
+            if segment is not None:
+                t = self.by_segment.get(segment)
                 if t is None:
-                    t = self.by_segment[st.segment] = Trending(self.config.trending_half_life_s, numbers=self.index.numbers)
+                    t = self.by_segment[segment] = Trending(self.config.trending_half_life_s, numbers=self.index.numbers)
                 t.learn_one(item, weight, ts)
-                self._dirty_segments.add(st.segment)
-            self._dirty_items.update(self.covisit.learn_one(st.recent, item, weight, ts))
+                self._dirty_segments.add(segment)
+            self._dirty_items.update(self.covisit.learn_one(up.recent, item, weight, ts))
         elif flagged:
             self.events_flagged += 1
-        if weight > 0:
-            recent = st.recent
-            if not recent or recent[-1] != item:
-                if item in recent:
-                    recent.remove(item)  # keep items distinct: a revisit moves it to the end
-                recent.append(item)
-                if len(recent) > self.config.covisit_window:  # (co-visitation pairs no older ones)
-                    del recent[0]
-
-    def _flag_by_rules(self, up: ModelUpdate, st: UserModelState, writes: list[Write]) -> None:
-        # The bot rules' verdict joins the model's: the same flag, cleared the same way
-        # (after clear_after normal windows), with the rules' reason.
-        st.anomaly = {"score": 1.0, "flagged": True, "reason": f"rules: {up.bot}", "clear_in": self.config.anomaly.clear_after}
-        self.detector.flags += 1
-        writes.append(StreamAdd(self.keys.anomalies, self._stream_id(),
-                                (("user_id", up.user_id), ("score", "1.000000"), ("reason", st.anomaly["reason"]),
-                                 ("window_end", iso_ms(up.ts)))))
-        writes.append(self._verdict_write(up.user_id, st))
-        writes.append(self._flagged_list(up.user_id, st))
-
-    def _learn_window(self, user_id: str, st: UserModelState, window: WindowSummary, writes: list[Write]) -> None:
-        if window.kind == self.config.anomaly.window:
-            was = st.anomaly["flagged"]
-            verdict = self.detector.learn_one(window, st.anomaly)
-            st.anomaly = verdict
-            if verdict["flagged"] and not was:
-                writes.append(
-                    StreamAdd(
-                        self.keys.anomalies,
-                        self._stream_id(),
-                        (("user_id", user_id), ("score", f"{verdict['score']:.6f}"), ("reason", verdict["reason"]),
-                         ("window_end", iso_ms(window.end_ms))),
-                    )
-                )
-        if window.kind == self.config.segments.window:
-            segment, traits = self.segmenter.learn_one(window)
-            st.segment, st.traits = segment, tuple(traits)
 
     # -- time ----------------------------------------------------------------------
     def tick(self, now: int) -> list[Write]:
@@ -376,7 +303,6 @@ class Engine:
         for names in dirty:
             names.clear()
         writes.extend(self._global_share(now))
-        writes.append(Put(keys.segments, orjson.dumps(self.segmenter.summary())))
         writes.append(
             HashSet(
                 keys.meta,
@@ -385,9 +311,9 @@ class Engine:
                     ("events_processed", str(self.events)),
                     ("last_event_time", iso_ms(self.clock) if self.clock else ""),
                     ("last_event_ms", str(self.clock)),
-                    ("users", str(len(self.users))),
+                    ("users", str(self.users)),
                     ("items", str(len(self.trending))),
-                    ("anomalies_flagged", str(self.detector.flags)),
+                    ("anomalies_flagged", str(self.flags)),
                 ),
             )
         )

@@ -33,6 +33,8 @@ key                                    type         value
                                                     decayed affinities, rule segments
 ``pulse:user:{<user_id>}:segment``     string/JSON  ``{"user_id", "segment", "segment_traits",
                                                     "anomaly"}``: the River models' verdicts
+``pulse:user:{<user_id>}:events``      sorted set   the user's latest events (``recent_events``
+                                                    of them; off by default)
 ``pulse:item:{<item_id>}:similar``     string/JSON  ``[{"item_id", "score"}]`` co-visitation
 ``pulse:trending``                     sorted set   item -> decayed popularity
 ``pulse:trending:category:{<c>}``      sorted set   item -> decayed popularity in category c
@@ -42,6 +44,9 @@ key                                    type         value
 ``pulse:segments``                     string/JSON  segment sizes, centroids, drift, traits
 ``pulse:anomalies``                    stream       one entry per flagged user
 ``pulse:meta``                         hash         schema_version, events_processed, ...
+``pulse:updates``                      stream       one entry per user whose list changed (also
+                                                    published on the Pub/Sub channel of the name)
+``pulse:stats:{<process>}``            hash         a run's counters, rates and monitor alerts
 =====================================  ===========  ==========================================
 
 Example:
@@ -152,6 +157,9 @@ class KeySchema:
     def verdict(self, user_id: str) -> str:
         return f"{self.prefix}:user:{{{_tag(user_id)}}}:segment"
 
+    def recent_events(self, user_id: str) -> str:
+        return f"{self.prefix}:user:{{{user_id}}}:events"
+
     def similar(self, item_id: str) -> str:
         return f"{self.prefix}:item:{{{_tag(item_id)}}}:similar"
 
@@ -179,6 +187,14 @@ class KeySchema:
     @property
     def meta(self) -> str:
         return f"{self.prefix}:meta"
+
+    @property
+    def updates(self) -> str:
+        """The stream of users whose list changed, and the Pub/Sub channel of the same name."""
+        return f"{self.prefix}:updates"
+
+    def stats(self, process: int = 0) -> str:
+        return f"{self.prefix}:stats:{{{process}}}"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this deployment."""

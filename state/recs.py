@@ -1,13 +1,17 @@
 """Per-user recommendation state and the user's list.
 
-The user step (keyed by user, on every worker) keeps, beside the user's windows and
-profile, what the user's list depends on: the user's recent distinct items (the seeds of
-co-visitation candidates), the items the user must not get (purchased, or everything
-seen), and the user's strongest categories. It blends the list from a
-:mod:`~pulse.state.view` of the models (which also says the user's segment and anomaly
-flag) and writes ``pulse:user:{<id>}:recs`` at most once per ``recs_interval_s`` of
-event time: a refresh held back by this debounce is written at the user's next event, on
-a wall-clock timer in live runs, or at the end of the input.
+The list step (keyed by user, downstream of the user step and the River step) keeps
+what the user's list depends on: the user's recent distinct items (the seeds of
+co-visitation candidates, and what the model step pairs a new item with), the items the
+user must not get (purchased, or everything seen), the user's strongest categories, and
+what the River models last said of the user (segment, traits, anomaly verdict). For each
+update it applies the River step's :class:`~pulse.state.river_models.Verdict` of the
+update's windows (writing ``pulse:user:{<id>}:segment`` when it changed, and a flagged
+user's trending-only list at once), then tells the model step what it needs to learn
+the event (:class:`~pulse.state.engine.ItemUpdate`). It blends the list from a
+:mod:`~pulse.state.view` of the models and writes ``pulse:user:{<id>}:recs`` at most once
+per ``recs_interval_s`` of event time: a refresh held back by this debounce is written at
+the user's next event, on a wall-clock timer in live runs, or at the end of the input.
 
 Values depend on event time and the view only, so a replay in one process writes the
 same lists every time.
@@ -18,11 +22,12 @@ Example:
 >>> from pulse.state.view import LocalView
 >>> from pulse.operators.events import Event
 >>> eng = Engine(EngineConfig(recs_interval_s=0))
->>> ev = Event(user_id="u1", type="view", ts=1_000, item_id="a")
->>> _ = eng.learn_one(ModelUpdate.of(ev, 1.0, ()))
 >>> recs, st = Recommender(eng.config), UserRecs()
->>> [w.key for w in recs.learn_one(st, ev, 1.0, LocalView(eng))]
-['pulse:user:{u1}:recs']
+>>> up = ModelUpdate.of(Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ())
+>>> writes, item_update = recs.learn_update(st, up, None, LocalView(eng))
+>>> [w.key for w in writes], item_update.recent
+(['pulse:user:{u1}:recs'], ())
+>>> _ = eng.learn_one(item_update)
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ from typing import Optional
 import numpy as np
 import orjson
 
-from pulse.operators.events import Event
 from pulse.operators.recommend import BlendConfig, Rec, blend_parts
-from pulse.state.engine import EngineConfig, iso_ms, recomm_id
+from pulse.state.engine import EngineConfig, ItemUpdate, ModelUpdate, iso_ms, recomm_id
+from pulse.state.river_models import Verdict
 from pulse.state.store import Put
 
 
@@ -112,12 +117,13 @@ _NO_NUMBERS = np.zeros(0, dtype=np.int64)
 
 
 class UserRecs:
-    """What the user step remembers for the user's list."""
+    """What the list step remembers of a user."""
 
-    __slots__ = ("seeds", "seen", "purchased", "categories", "recs_at", "recs_due", "recs_n", "last_ts")
+    __slots__ = ("recent", "seen", "purchased", "categories", "recs_at", "recs_due", "recs_n", "last_ts",
+                 "segment", "traits", "anomaly", "known")
 
     def __init__(self, max_seen: int = 2_000) -> None:
-        self.seeds: list[str] = []  # recent distinct items, newest last
+        self.recent: list[str] = []  # recent distinct items, newest last
         self.seen = ItemSet(max_seen)
         self.purchased = ItemSet(max_seen)
         self.categories: list[tuple[str, float]] = []  # strongest first
@@ -125,40 +131,84 @@ class UserRecs:
         self.recs_due: Optional[int] = None
         self.recs_n = 0
         self.last_ts = 0
+        self.segment: Optional[str] = None
+        self.traits: tuple[str, ...] = ()
+        self.anomaly: dict = NOT_FLAGGED
+        self.known = False  # whether the model step has had an update of this user
+
+    @property
+    def flagged(self) -> bool:
+        return self.anomaly["flagged"]
+
+
+#: the verdict of a user the anomaly detector has not flagged (shared: most users)
+NOT_FLAGGED = {"score": 0.0, "flagged": False}
 
 
 class Recommender:
-    """Keeps :class:`UserRecs` and writes users' lists (see the module docstring);
-    ``write_recs=False`` (offline evaluation) keeps the state and writes nothing."""
+    """Keeps :class:`UserRecs` and writes users' lists and verdicts (see the module
+    docstring); ``write_recs=False`` (offline evaluation) keeps the state and writes
+    nothing."""
 
     def __init__(self, config: EngineConfig, write_recs: bool = True) -> None:
         self.config = config
         self.keys = config.keys
         self.interval_ms = int(config.recs_interval_s * 1000)
         self.seeds = config.recs_seed_items
+        self.recent = max(config.recs_seed_items, config.covisit_window)
         self.write_recs = write_recs
 
-    def learn_one(self, st: UserRecs, ev: Event, weight: float, view) -> list[Put]:
-        """Fold in one accepted event; returns the list's write when one is due."""
-        item = ev.item_id
+    def learn_update(self, st: UserRecs, up: ModelUpdate, verdict: Optional[Verdict], view) -> tuple[list[Put], ItemUpdate]:
+        """Fold in one update and the River step's ``verdict`` of its windows (an update
+        with windows has one); returns the writes due and what the model step learns."""
+        if up.needs_verdict and verdict is None:
+            raise ValueError(f"an update of user {up.user_id!r} closed windows or changed the bot rules' verdict, "
+                             "but came without the River step's verdict")
+        writes: list[Put] = []
+        new_flag = False
+        if verdict is not None:
+            before = (st.segment, st.traits, st.anomaly)
+            for anomaly, _, new in verdict.anomalies:
+                st.anomaly = NOT_FLAGGED if anomaly == NOT_FLAGGED else anomaly
+                new_flag = new_flag or new
+            if verdict.segment is not None:
+                st.segment, st.traits = verdict.segment, verdict.traits
+            if (st.segment, st.traits, st.anomaly) != before and self.write_recs:
+                doc = {"user_id": up.user_id, "segment": st.segment, "segment_traits": list(st.traits), "anomaly": st.anomaly}
+                writes.append(Put(self.keys.verdict(up.user_id), orjson.dumps(doc), self.config.user_ttl_s))
+            if st.flagged and not before[2]["flagged"] and self.write_recs:
+                # A newly flagged user's list, at once: trending only (a replay's last
+                # windows close after the user's last event).
+                writes.append(self.recs_write(st, up.user_id, max(st.last_ts, up.ts), view))
+        if up.affinities is not None:
+            st.categories = list(up.affinities)
+        item_update = ItemUpdate(up.user_id, up.event, up.item_id, up.category, up.ts, up.weight, tuple(st.recent),
+                                 st.segment, st.flagged, new_flag, not st.known, up.src, up.seq)
+        st.known = True
+        if up.event:
+            writes.extend(self._learn_event(st, up, view))
+        return writes, item_update
+
+    def _learn_event(self, st: UserRecs, up: ModelUpdate, view) -> list[Put]:
+        item = up.item_id
         if item is not None:
-            if weight > 0:
-                seeds = st.seeds
-                if not seeds or seeds[-1] != item:
-                    if item in seeds:
-                        seeds.remove(item)  # distinct: a revisit moves it to the end
-                    seeds.append(item)
-                    if len(seeds) > self.seeds:
-                        del seeds[0]
+            if up.weight > 0:
+                recent = st.recent
+                if not recent or recent[-1] != item:
+                    if item in recent:
+                        recent.remove(item)  # distinct: a revisit moves it to the end
+                    recent.append(item)
+                    if len(recent) > self.recent:  # (neither the seeds nor co-visitation reach further)
+                        del recent[0]
             st.seen.add(item)
-            if ev.type == "purchase":
+            if up.purchase:
                 st.purchased.add(item)
-        if ev.ts > st.last_ts:
-            st.last_ts = ev.ts
+        if up.ts > st.last_ts:
+            st.last_ts = up.ts
         if not self.write_recs:
             return []
-        if st.recs_at is None or ev.ts - st.recs_at >= self.interval_ms:
-            return [self.recs_write(st, ev.user_id, ev.ts, view)]
+        if st.recs_at is None or up.ts - st.recs_at >= self.interval_ms:
+            return [self.recs_write(st, up.user_id, up.ts, view)]
         if st.recs_due is None:
             st.recs_due = st.recs_at + self.interval_ms
         return []
@@ -173,12 +223,12 @@ class Recommender:
         """The user's segment and current list as of event time ``now``."""
         blend = blend or self.config.blend
         exclude = st.seen if blend.exclude_seen else st.purchased
+        seeds = st.recent[: -self.seeds - 1 : -1]
         with view.lock:
-            segment, flagged = view.verdict(user_id)
-            parts = view.parts(st.seeds[::-1], st.categories, segment, flagged, now, blend)
+            parts = view.parts(seeds, st.categories, st.segment, st.flagged, now, blend)
             cats = view.categories
-            return segment, blend_parts(parts, blend, view.ids, (), view.item_categories, view.scratch,
-                                        exclude.numbers(view.index), (cats.matrix, cats.count))
+            return st.segment, blend_parts(parts, blend, view.ids, (), view.item_categories, view.scratch,
+                                           exclude.numbers(view.index), (cats.matrix, cats.count))
 
     def recs_write(self, st: UserRecs, user_id: str, now: int, view) -> Put:
         st.recs_at = now

@@ -100,7 +100,40 @@ class StreamAdd(NamedTuple):
     maxlen: int = 10_000
 
 
-Write = Union[Put, ZReplace, HashSet, StreamAdd]
+class Publish(NamedTuple):
+    """Announce a change: XADD to the capped stream ``key`` (``entry_id`` as for
+    :class:`StreamAdd`: explicit and growing for a deterministic replay, or ``*`` for
+    the server's own) and PUBLISH ``message`` on ``channel``."""
+
+    key: str
+    entry_id: str
+    fields: tuple[tuple[str, str], ...]
+    channel: str
+    message: bytes
+    maxlen: int = 10_000
+
+
+class ZAddCapped(NamedTuple):
+    """Add ``members`` (pairs of member, score) to a sorted set kept to its ``cap``
+    highest-scored members, with a TTL in seconds. Adding a member again changes
+    nothing, so replaying the same writes leaves the same set; pending adds to one key
+    merge instead of replacing each other."""
+
+    key: str
+    members: tuple[tuple[str, float], ...]
+    cap: int
+    ttl_s: int = 0
+
+
+Write = Union[Put, ZReplace, HashSet, StreamAdd, Publish, ZAddCapped]
+
+
+def _merged(older: Optional[Write], newer: Write) -> Write:
+    """What stays pending when ``newer`` comes for a key ``older`` waits on: the newer
+    write, or both sets' members for :class:`ZAddCapped`."""
+    if type(newer) is ZAddCapped and type(older) is ZAddCapped:
+        return newer._replace(members=older.members + newer.members)
+    return newer
 Client = Union[redis.Redis, RedisCluster]
 
 _STALE_STREAM_ID = "equal or smaller than the target stream top item"
@@ -253,6 +286,9 @@ class RedisStore:
     :arg track_users: remember user ids of profile writes (for run summaries).
     :arg flush_on_add: :meth:`add` flushes when the last flush is ``flush_interval_s``
         old (else only the background thread does).
+    :arg on_add: given each batch of writes as it is queued; returns writes to queue
+        after them (change notifications: :class:`Publish`), in the caller's thread.
+    :arg on_flush: told of every flush that Redis took: the writes and its seconds.
     """
 
     def __init__(
@@ -263,8 +299,12 @@ class RedisStore:
         retry_max_s: float = 5.0,
         track_users: bool = True,
         flush_on_add: bool = True,
+        on_add: Optional[Callable[[list[Write]], list[Write]]] = None,
+        on_flush: Optional[Callable[[Sequence[Write], float], None]] = None,
     ) -> None:
         self.url = url
+        self.on_add = on_add
+        self.on_flush = on_flush
         self.address = address(url)
         self.flush_interval_s = flush_interval_s
         self.max_pending = max_pending
@@ -275,7 +315,7 @@ class RedisStore:
         self._client: Optional[Client] = None  # connected by the first flush (Redis may be down now)
         self._stale_slots = False  # the cluster answered MOVED/ASK/TRYAGAIN/CLUSTERDOWN
         self._pending: dict[str, Write] = {}
-        self._streams: list[StreamAdd] = []
+        self._streams: list[Union[StreamAdd, Publish]] = []  # appended, never coalesced
         self._lock = threading.Condition()
         self._flush_lock = threading.Lock()
         self._closed = False
@@ -287,12 +327,18 @@ class RedisStore:
     # -- public API -------------------------------------------------------------
     def add(self, writes: Iterable[Write]) -> None:
         """Queue writes; the newest write per key wins. Blocks while too many wait."""
+        if self.on_add is not None:
+            writes = list(writes)
+            writes.extend(self.on_add(writes))
         with self._lock:
             while len(self._pending) >= self.max_pending and not self._closed:
                 self._lock.wait(0.1)
             for w in writes:
-                if type(w) is StreamAdd:
+                kind = type(w)
+                if kind is StreamAdd or kind is Publish:
                     self._streams.append(w)
+                elif kind is ZAddCapped:
+                    self._pending[w.key] = _merged(self._pending.get(w.key), w)
                 else:
                     self._pending[w.key] = w
         if (self.flush_on_add and self._failing is None and time.monotonic() - self._flushed_at >= self.flush_interval_s
@@ -348,7 +394,8 @@ class RedisStore:
                 self._stale_slots = self._stale_slots or isinstance(err, _RESHARDING)
                 with self._lock:
                     # Newer writes queued meanwhile win over the failed older ones.
-                    batch.update(self._pending)
+                    for key, w in self._pending.items():
+                        batch[key] = _merged(batch.get(key), w)
                     self._pending = batch
                     self._streams = streams + self._streams
                 self._failing = err
@@ -375,16 +422,19 @@ class RedisStore:
             except Exception:  # pragma: no cover - logged, the next tick retries
                 log.exception("flushing to Redis at %s failed", self.address)
 
-    def _send(self, batch: dict[str, Write], streams: Sequence[StreamAdd]) -> None:
+    def _send(self, batch: dict[str, Write], streams: Sequence[Union[StreamAdd, Publish]]) -> None:
         if self._client is None:
             self._client = connect(self.url)
         elif self._stale_slots and isinstance(self._client, RedisCluster):
             self._client.nodes_manager.initialize()
         self._stale_slots = False
         writes: list[Write] = [*batch.values(), *streams]
+        started = time.perf_counter()
         send_pipelines(route(self._client, writes))
+        if self.on_flush is not None:
+            self.on_flush(writes, time.perf_counter() - started)
         self.stats.flushes += 1
-        self.stats.keys_written += len(writes)
+        self.stats.keys_written += len(writes) - sum(1 for w in streams if type(w) is Publish)  # notifications are no keys
         if self.track_users:
             for key, w in batch.items():
                 if type(w) is Put and key.endswith("}:profile"):
@@ -458,6 +508,7 @@ def encode_commands(writes: Iterable[Write]) -> tuple[bytes, int]:
     """
     out: list[bytes] = []
     add = out.append
+    extra = 0
     for w in writes:
         kind = type(w)
         key = w.key.encode()
@@ -475,19 +526,40 @@ def encode_commands(writes: Iterable[Write]) -> tuple[bytes, int]:
                 add(_EXEC)
             else:
                 add(_command((b"DEL", key)))
+        elif kind is ZAddCapped:
+            args = [b"ZADD", key]
+            for member, score in w.members:
+                args.append(repr(float(score)).encode())
+                args.append(member.encode())
+            add(_command(args))
+            add(_command((b"ZREMRANGEBYRANK", key, b"0", b"%d" % -(w.cap + 1))))
+            if w.ttl_s:
+                add(_command((b"EXPIRE", key, b"%d" % w.ttl_s)))
         elif kind is HashSet:
             args = [b"HSET", key]
             for name, value in w.fields:
                 args.append(name.encode())
                 args.append(value.encode())
             add(_command(args))
+        elif kind is Publish and len(w.fields) == 3:  # one per list written: spelled out, which is cheaper
+            (n1, v1), (n2, v2), (n3, v3) = w.fields
+            v1, v2, v3, n1, n2, n3 = v1.encode(), v2.encode(), v3.encode(), n1.encode(), n2.encode(), n3.encode()
+            maxlen, entry_id, channel, message = b"%d" % w.maxlen, w.entry_id.encode(), w.channel.encode(), w.message
+            add(b"*12\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$6\r\nMAXLEN\r\n$1\r\n~\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+                b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+                b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+                    len(key), key, len(maxlen), maxlen, len(entry_id), entry_id, len(n1), n1, len(v1), v1, len(n2), n2,
+                    len(v2), v2, len(n3), n3, len(v3), v3, len(channel), channel, len(message), message))
+            extra += 1  # two commands in one piece: two replies
         else:
             args = [b"XADD", key, b"MAXLEN", b"~", b"%d" % w.maxlen, w.entry_id.encode()]
             for name, value in w.fields:
                 args.append(name.encode())
                 args.append(value.encode())
             add(_command(args))
-    return b"".join(out), len(out)
+            if kind is Publish:
+                add(_command((b"PUBLISH", w.channel.encode(), w.message)))
+    return b"".join(out), len(out) + extra
 
 
 #: The sink's partitions: a fixed number (recovery snapshots are kept per partition
@@ -514,12 +586,16 @@ class WorkerStores:
     :arg url: the Redis (or Redis Cluster) to write to.
     :arg flush_interval_s: how long writes are coalesced.
     :arg on_store: told of each store built (run summaries read their stats).
+    :arg hooks: called for each store built; returns its ``on_add`` and ``on_flush``
+        (see :class:`RedisStore`): each worker's store gets hooks of its own.
     """
 
-    def __init__(self, url: RedisLike, flush_interval_s: float = 0.01, on_store: Optional[Callable[[RedisStore], None]] = None) -> None:
+    def __init__(self, url: RedisLike, flush_interval_s: float = 0.01, on_store: Optional[Callable[[RedisStore], None]] = None,
+                 hooks: Optional[Callable[[], tuple[Optional[Callable], Optional[Callable]]]] = None) -> None:
         self.url = url
         self.flush_interval_s = flush_interval_s
         self.on_store = on_store
+        self.hooks = hooks
         self._lock = threading.Lock()
         self._stores: dict[int, tuple[RedisStore, int]] = {}  # thread id -> store, holders
         self._held: set[int] = set()  # threads whose steps hold their store (current)
@@ -529,7 +605,8 @@ class WorkerStores:
         with self._lock:
             entry = self._stores.get(worker)
             if entry is None:
-                store = RedisStore(self.url, flush_interval_s=self.flush_interval_s)
+                on_add, on_flush = self.hooks() if self.hooks is not None else (None, None)
+                store = RedisStore(self.url, flush_interval_s=self.flush_interval_s, on_add=on_add, on_flush=on_flush)
                 if self.on_store is not None:
                     self.on_store(store)
                 entry = (store, 0)

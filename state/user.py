@@ -53,8 +53,9 @@ class Learned(NamedTuple):
     weight: float
     closed: list[WindowAgg]
     late: bool
-    #: why the bot rules take the user's session for a bot's ("" when they do not)
-    bot: str = ""
+    #: the bot rules' new verdict when it changed at this event (why the user is taken
+    #: for a bot, or "" when no longer), else None
+    bot: Optional[str] = None
 
 
 class EventIds(bytearray):
@@ -127,7 +128,9 @@ class UserState:
             if not self.config.bots.starts_tracking(ev, last_seen):
                 return Learned(False, weight, closed, bool(late))
             self.bots = BotRules(self.config.bots)
-        return Learned(False, weight, closed, bool(late), self.bots.learn_one(ev))
+        before = self.bots.reason
+        after = self.bots.learn_one(ev)
+        return Learned(False, weight, closed, bool(late), after if after != before else None)
 
     def profile_due(self, now: int) -> bool:
         """Whether the profile should be re-sent now (debounced in event time)."""

@@ -1,11 +1,12 @@
 """What the recommendation step reads of the models: neighbour lists, trending heads and
 item categories, as :class:`~pulse.operators.recommend.Candidates` in item numbers.
 
-The models (co-visitation, trending, River) are learned by the model step
-(:class:`~pulse.state.engine.Engine`), downstream of the user step that blends users'
+The item-side models (co-visitation, trending) are learned by the model step
+(:class:`~pulse.state.engine.Engine`), downstream of the list step that blends users'
 lists (:mod:`pulse.state.recs`) on any worker of any process. The dataflow is a DAG, so
-the models cannot flow back to it; instead the user step reads a *view* of them: the
-seeds' neighbour lists, the trending heads, and the user's segment and anomaly flag.
+the models cannot flow back to it; instead the list step reads a *view* of them: the
+seeds' neighbour lists and the trending heads. (The user's segment and anomaly flag reach
+the list step itself, from the River step, upstream.)
 
 * :class:`LocalView` when the model step lives in the same process: it reads the
   models themselves (under a lock shared with the model step, which compiled kernels
@@ -13,8 +14,7 @@ seeds' neighbour lists, the trending heads, and the user's segment and anomaly f
   after the batches before the current one, the same on every run and every resume.
 * :class:`RemoteView` in the other processes of a cluster: a cache filled from the
   keys the model step writes to Redis (each item's neighbour list in
-  ``pulse:item:{<id>}:nbrs``, the trending sorted sets, the user's
-  ``pulse:user:{<id>}:segment``), refreshed by a background
+  ``pulse:item:{<id>}:nbrs``, the trending sorted sets), refreshed by a background
   thread every ``refresh_s`` with what blends asked for (the blend never waits for
   Redis). A list read is at most ``max_age_s`` + ``refresh_s`` plus one global round
   older than the models; one never asked for before is missing from the first blends
@@ -26,10 +26,9 @@ exclusions are kept as ids and numbered through the view's index
 
 Example:
 
->>> from pulse.state.engine import Engine, EngineConfig, ModelUpdate
->>> from pulse.operators.events import Event
+>>> from pulse.state.engine import Engine, EngineConfig, ItemUpdate
 >>> eng = Engine(EngineConfig())
->>> _ = eng.learn_one(ModelUpdate.of(Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ()))
+>>> _ = eng.learn_one(ItemUpdate("u1", True, "a", (), 1_000, 1.0, (), None, False))
 >>> view = LocalView(eng)
 >>> c = view.parts(("a",), (), None, False, 1_000)
 >>> [c.kind_names[k] for k in c.kinds]
@@ -106,7 +105,6 @@ class LocalView:
         self.categories = engine.categories
         self.item_categories = engine.item_categories
         self.scratch = Scratch()
-        self.verdict = engine.verdict
         c = engine.config
         self.seed_factors = [c.recs_seed_recency**k for k in range(c.recs_seed_items)]
         self._reasons: dict[str, str] = {}
@@ -165,13 +163,11 @@ class RemoteView:
     :arg seed_recency: how much less each older seed counts.
     :arg refresh_s: how often the background thread fetches what blends asked for.
     :arg max_age_s: a list is fetched again when a blend asks for it this long after
-        it was last fetched (the same for users' verdicts).
-    :arg max_users: users' verdicts kept (half are dropped when there are more).
+        it was last fetched.
     """
 
     def __init__(self, url: RedisLike, keys: KeySchema, config: BlendConfig, seed_recency: float = 0.9,
-                 seed_items: int = 8, refresh_s: float = 0.2, max_age_s: float = 1.0,
-                 max_users: int = 1_000_000) -> None:
+                 seed_items: int = 8, refresh_s: float = 0.2, max_age_s: float = 1.0) -> None:
         self.redis_at = url
         self._client = None  # connected by the first refresh (Redis may be down now)
         self.keys = keys
@@ -179,7 +175,6 @@ class RemoteView:
         self.seed_factors = [seed_recency**k for k in range(seed_items)]
         self.refresh_s = refresh_s
         self.max_age_s = max_age_s
-        self.max_users = max_users
         self.lock = threading.Lock()
         self.index = ItemIndex()
         self.categories = ItemCategories()
@@ -188,9 +183,8 @@ class RemoteView:
         warm_up()
         self.pool = ListPool()
         self.reasons: list[str] = []
-        #: what blends asked for since the last refresh (items, categories, segments, users)
-        self._wanted: tuple[set, set, set, set] = (set(), set(), set(), set())
-        self._verdicts: dict[str, tuple[Optional[str], bool, float]] = {}  # user -> segment, flagged, fetched
+        #: what blends asked for since the last refresh (items, categories, segments)
+        self._wanted: tuple[set, set, set] = (set(), set(), set())
         self._heads: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._fetched: dict[int, float] = {}  # item number -> when its list was fetched
         self._stop = threading.Event()
@@ -220,7 +214,7 @@ class RemoteView:
               flagged: bool, now: int, blend: Optional[BlendConfig] = None) -> Candidates:
         weights = (blend or self.config).weights
         c = Candidates(self.pool)
-        items, cats, segs, _ = self._wanted
+        items, cats, segs = self._wanted
         heads = self._heads
 
         def head(kind: str, name: str, reason: str, f: float) -> None:
@@ -252,12 +246,6 @@ class RemoteView:
             head("segment", segment, "segment", 1.0)
         return c
 
-    def verdict(self, user_id: str) -> tuple[Optional[str], bool]:
-        """The user's segment and anomaly flag as last fetched (none at first)."""
-        self._wanted[3].add(user_id)
-        v = self._verdicts.get(user_id)
-        return (None, False) if v is None else (v[0], v[1])
-
     def _categorise(self, item: str, number: int, category: list[str]) -> None:
         if category:
             self.item_categories[item] = tuple(category)
@@ -275,14 +263,12 @@ class RemoteView:
         """Fetch the lists blends asked for that are missing or older than ``max_age_s``,
         and the heads."""
         with self.lock:
-            items, cats, segs, users = self._wanted
-            self._wanted = (set(), set(), set(), set())
+            items, cats, segs = self._wanted
+            self._wanted = (set(), set(), set())
             now = time.monotonic()
             numbers, fetched = self.index.numbers, self._fetched
             # what blends asked for that is missing or older than max_age_s
             names = sorted(i for i in items if now - fetched.get(numbers.get(i, -1), -1e9) >= self.max_age_s)
-            verdicts = self._verdicts
-            users = sorted(u for u in users if now - verdicts.get(u, (None, False, -1e9))[2] >= self.max_age_s)
             cats |= {n for k, n in self._heads if k == "category"}
             segs |= {n for k, n in self._heads if k == "segment"}
         depth = 2 * self.config.k
@@ -297,8 +283,6 @@ class RemoteView:
         heads += [("segment", s, keys.segment_trending(s)) for s in sorted(segs)]
         for _, _, key in heads:
             pipe.zrevrange(key, 0, depth - 1, withscores=True)
-        for user in users:
-            pipe.get(keys.verdict(user))
         replies = pipe.execute()
         with self.lock:
             fetched = time.monotonic()
@@ -317,12 +301,6 @@ class RemoteView:
             for (kind, name, _), members in zip(heads, replies[len(names):]):
                 nums = np.fromiter((self._number(m.decode()) for m, _ in members), dtype=np.int64, count=len(members))
                 self._heads[(kind, name)] = (nums, np.array([s for _, s in members], dtype=np.float64))
-            for user, raw in zip(users, replies[len(names) + len(heads):]):
-                doc = orjson.loads(raw) if raw is not None else {"segment": None, "anomaly": {"flagged": False}}
-                self._verdicts[user] = (doc["segment"], doc["anomaly"]["flagged"], fetched)
-            if len(self._verdicts) > self.max_users:  # the least recently fetched go first
-                for user in sorted(self._verdicts, key=lambda u: self._verdicts[u][2])[: len(self._verdicts) // 2]:
-                    del self._verdicts[user]
 
 
 _NO_NUMBERS = np.zeros(0, dtype=np.int64)

@@ -86,10 +86,14 @@ def redis_url(redis_server) -> str:
 
 
 def dump_redis(url: str) -> dict:
-    """Every key with its type and value (TTLs left out), for comparing runs."""
+    """Every key with its type and value (TTLs left out), for comparing runs; but the
+    runs' stats hashes (``pulse:stats:{<process>}``), which hold wall-clock times and
+    rates."""
     client = redis.Redis.from_url(url)
     out = {}
     for key in sorted(client.scan_iter(count=1000)):
+        if key.startswith(b"pulse:stats:"):
+            continue
         kind = client.type(key).decode()
         if kind == "string":
             value = client.get(key)
@@ -184,3 +188,31 @@ def redis_cluster_url(redis_cluster) -> str:
     """The URL of one node of the session's (emptied) Redis Cluster."""
     redis_cluster.flushall()
     return redis_cluster.url(0)
+
+
+class Serve:
+    """``pulse serve`` in a process of its own on a free port, until :meth:`stop`."""
+
+    def __init__(self, redis_url: str, *args: str, env: dict | None = None) -> None:
+        import os
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "pulse", "serve", "--redis", redis_url, "--port", str(self.port), *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    out, err = self.proc.communicate(timeout=10)
+                    raise RuntimeError(f"pulse serve did not start: {err.decode()[-2000:]}")
+                time.sleep(0.1)
+
+    def stop(self) -> str:
+        """Stop it; returns what it wrote to stderr."""
+        self.proc.terminate()
+        _, err = self.proc.communicate(timeout=20)
+        return err.decode()

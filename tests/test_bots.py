@@ -15,8 +15,10 @@ from pulse.flows.config import Settings
 from pulse.flows.generate import generate, write_log
 from pulse.flows.replay import replay
 from pulse.operators.events import Event
+from pulse.operators.windows import WindowSummary
 from pulse.state.bots import BotRuleConfig, BotRules
 from pulse.state.keys import KeySchema
+from pulse.state.river_models import CALM, RiverConfig, RiverModels, rule_verdict
 from pulse.state.user import UserConfig, UserState
 
 T0 = 1_767_571_200_000
@@ -73,10 +75,26 @@ def test_no_shape_rule_is_read_before_the_session_has_enough_item_events():
     assert set(reasons) == {""}
 
 
-def test_a_new_session_is_counted_afresh():
+def test_a_bots_verdict_stands_into_its_next_session():
+    rules = BotRules()
+    reason = last_reason(rules, scraper(session="s1"))
+    assert reason
+    assert rules.learn_one(scraper(n=1, session="s2", t0=T0 + 60_000)[0]) == reason
+
+
+def test_a_later_session_judged_human_clears_the_verdict():
     rules = BotRules()
     assert last_reason(rules, scraper(session="s1"))
-    assert rules.learn_one(scraper(n=1, session="s2", t0=T0 + 60_000)[0]) == ""
+    later = [ev.model_copy(update={"user_id": "b", "ts": ev.ts + 3_600_000}) for ev in person(views=40)]
+    reasons = [rules.learn_one(ev) for ev in later]
+    assert reasons[0] and reasons[-1] == ""
+
+
+def test_a_new_session_is_counted_afresh():
+    rules = BotRules(BotRuleConfig(min_session_events=30))
+    last_reason(rules, person(views=40))  # judged human
+    fresh = scraper(n=29, session="s2", t0=T0 + 3_600_000)
+    assert {rules.learn_one(ev) for ev in fresh} == {""}
 
 
 def test_the_thresholds_are_configurable():
@@ -102,20 +120,42 @@ def test_the_rules_state_survives_a_snapshot():
 def test_a_user_who_never_hurries_has_no_bot_state():
     st = UserState(UserConfig())
     for ev in person(views=50):
-        assert st.learn_one(ev).bot == ""
+        assert st.learn_one(ev).bot is None
     assert st.bots is None
 
 
-def test_the_user_step_reports_the_reason_once_the_rules_hold():
+def test_the_user_step_reports_the_verdict_once_when_it_changes():
     st = UserState(UserConfig())
-    bots = [st.learn_one(ev).bot for ev in scraper()]
-    assert bots[0] == "" and bots[-1].startswith("sub_second")
+    changes = [(k, b) for k, b in enumerate(st.learn_one(ev).bot for ev in scraper()) if b is not None]
+    assert len(changes) == 1 and changes[0][1].startswith("sub_second")
 
 
 def test_turned_off_the_rules_keep_no_state_and_flag_nobody():
     st = UserState(UserConfig(bots=BotRuleConfig(enabled=False)))
-    assert {st.learn_one(ev).bot for ev in scraper()} == {""}
+    assert {st.learn_one(ev).bot for ev in scraper()} == {None}
     assert st.bots is None
+
+
+def test_the_river_step_flags_a_user_the_rules_flag_once():
+    models = RiverModels(RiverConfig())
+    first = models.learn_one("b", "log", 1, [], rules="rate: 130 item events in one minute", ts=T0)
+    assert first.anomalies == ((rule_verdict("rate: 130 item events in one minute"), T0, True),)
+    assert models.learn_one("b", "log", 2, [], rules="another reason", ts=T0 + 1).anomalies[0][2] is False
+
+
+def test_the_rules_clearing_unflags_a_user_the_model_does_not_flag():
+    models = RiverModels(RiverConfig())
+    models.learn_one("b", "log", 1, [], rules="rate: 130 item events in one minute", ts=T0)
+    assert models.learn_one("b", "log", 2, [], rules="", ts=T0 + 1).anomalies == ((CALM, T0 + 1, False),)
+    assert "b" not in models.ruled
+
+
+def test_a_calm_window_keeps_the_rules_flag():
+    models = RiverModels(RiverConfig())
+    models.learn_one("b", "log", 1, [], rules="rate: 130 item events in one minute", ts=T0)
+    calm = WindowSummary("tumbling:60", T0, T0 + 60_000, 4, 3, 3, 1, 0, 0, 12_000.0, 40.0, 60.0)
+    (shown, _, new), = models.learn_one("b", "log", 3, [calm]).anomalies
+    assert shown["flagged"] and shown["reason"].startswith("rules: ") and not new
 
 
 @pytest.fixture(scope="module")

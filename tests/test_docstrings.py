@@ -6,7 +6,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ("pulse.flows", "pulse.operators", "pulse.state")
+PACKAGES = ("pulse.flows", "pulse.operators", "pulse.state", "pulse.web")
 MODULES = sorted(
     f"{pkg}.{mod.name}" for pkg in PACKAGES for mod in pkgutil.iter_modules(importlib.import_module(pkg).__path__)
 )

@@ -221,3 +221,13 @@ def test_a_cluster_url_with_a_database_other_than_0_is_refused(redis_cluster_url
     assert problem is not None and "SELECT is not allowed in cluster mode" in problem
 
 
+
+
+def test_a_notification_is_one_xadd_and_one_publish_in_the_wire_protocol():
+    from pulse.state.store import Publish, _command, encode_commands
+
+    note = Publish("pulse:updates", "5-0", (("user_id", "u{1}"), ("recomm_id", "r"), ("generated_at", "2026-01-05T00:00:00.000Z")),
+                   "pulse:updates", b'{"user_id":"u{1}"}', 100)
+    xadd = _command([b"XADD", b"pulse:updates", b"MAXLEN", b"~", b"100", b"5-0", b"user_id", b"u{1}", b"recomm_id", b"r",
+                     b"generated_at", b"2026-01-05T00:00:00.000Z"])
+    assert encode_commands([note]) == (xadd + _command((b"PUBLISH", b"pulse:updates", b'{"user_id":"u{1}"}')), 2)

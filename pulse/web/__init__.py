@@ -1,0 +1,1 @@
+"""The dashboard and read API of ``pulse serve`` (see :mod:`pulse.web.app`)."""
