@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import collections
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -207,3 +210,12 @@ def test_a_scraper_flagged_by_the_rules_gets_a_non_personalized_list(mixed):
             assert {item["reason"] for item in recs["items"]} <= {"trending"}
             checked += 1
     assert checked >= 5
+
+
+def test_the_benchmark_reports_recall_and_false_positives_on_a_small_log(redis_url):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bots.py"
+    done = subprocess.run([sys.executable, str(script), "--redis", redis_url, "--seeds", "5", "--users", "300",
+                           "--items", "200", "--events", "20000", "--days", "1"], capture_output=True, timeout=300)
+    report = orjson.loads(done.stdout)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert report["bots"] >= 10 and report["recall"] >= 0.9 and report["human_false_positive_rate"] <= 0.02
