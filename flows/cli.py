@@ -550,6 +550,62 @@ def collect_cmd(
         raise typer.Exit(1)
 
 
+@app.command("forget")
+def forget_cmd(
+    user_ids: list[str] = typer.Argument(..., help="The users to forget (as the events name them)."),
+    redis: Optional[str] = RedisOpt,
+    brokers: Optional[str] = typer.Option(None, "--brokers", "-b", help="Also produce a forget event per user to --topic, so a live run drops its state of them."),
+    topic: str = TopicOpt,
+    connect_timeout: float = ConnectOpt,
+    prefix: Optional[str] = PrefixOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Forget users: delete their keys and their entries of pulse:anomalies and
+    pulse:updates in Redis, and with --brokers produce a forget event for each, which a
+    running flow acts on (it drops its state of the user and deletes the keys again).
+    Forgetting again changes nothing. With PULSE_PSEUDONYMIZE_KEY the ids are
+    pseudonymized as the flow does."""
+    import tempfile
+    import time
+
+    from pulse.flows.live import produce
+    from pulse.state.keys import id_problem
+    from pulse.state.privacy import forget_users, pseudonym
+    from pulse.state.store import ping
+
+    settings = _settings(config, redis, prefix)
+    if not settings.redis_url and not brokers:
+        _fail("nothing to forget from: pass --redis redis://HOST:PORT/DB (or set PULSE_REDIS_URL), --brokers, or both")
+    for user_id in user_ids:
+        problem = id_problem(user_id.strip())
+        if problem:
+            _fail(f"a user id given is not one Pulse stores: {problem}")
+    ids = [u.strip() for u in user_ids]
+    key = settings.pseudonymize_key.get_secret_value() if settings.pseudonymize_key else None
+    result: dict = {"users": len(ids)}
+    if settings.redis_url:
+        redis_at = _redis(settings)
+        problem = ping(redis_at)
+        if problem:
+            _fail(f"{problem}. Start Redis or point --redis at a running one.")
+        stored = [pseudonym(u, key) for u in ids] if key else ids
+        result.update(forget_users(redis_at, settings.keys(), stored))
+    if brokers:
+        now_ms = int(time.time() * 1000)
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "forget.jsonl"
+            log.write_bytes(b"".join(orjson.dumps({"user_id": u, "type": "forget", "ts": now_ms}) + b"\n" for u in ids))
+            try:
+                produced = produce(log, "native", _brokers(brokers, settings), topic, connect_timeout_s=connect_timeout)
+            except _live_errors() as e:
+                _fail(str(e))
+        result["forget_events_produced"] = produced["events"] - produced["failed"]
+        if produced["failed"]:
+            _print_summary(result)
+            raise typer.Exit(1)
+    _print_summary(result)
+
+
 @app.command("schema")
 def schema_cmd(prefix: Optional[str] = PrefixOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Print the key contract: every key Pulse writes, its Redis type and the JSON Schema

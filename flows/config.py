@@ -65,6 +65,13 @@ class Settings(BaseSettings):
                                           "(PULSE_KAFKA_OPTIONS='{\"ssl.endpoint.identification.algorithm\": \"none\"}')")
     key_prefix: str = Field("pulse", description="prefix of every Redis key")
     user_ttl_s: int = Field(30 * 86400, description="TTL of per-user keys, seconds")
+    # retention per kind of per-user key (seconds; unset: user_ttl_s)
+    ttl_profile_s: Optional[int] = Field(None, ge=1, description="TTL of pulse:user:{<id>}:profile")
+    ttl_recs_s: Optional[int] = Field(None, ge=1, description="TTL of pulse:user:{<id>}:recs")
+    ttl_segment_s: Optional[int] = Field(None, ge=1, description="TTL of pulse:user:{<id>}:segment (the verdicts)")
+    ttl_events_s: Optional[int] = Field(None, ge=1, description="TTL of pulse:user:{<id>}:events (recent events)")
+    # privacy (pulse.state.privacy)
+    pseudonymize_key: Optional[SecretStr] = Field(None, description="replace user ids by their HMAC-SHA256 under this key before anything is stored")
     flush_interval_s: float = Field(0.01, description="how long Redis writes are coalesced")
     # profiles
     profile_half_life_s: float = Field(7 * 86400, description="half-life of user affinities (event time)")
@@ -197,7 +204,7 @@ class Settings(BaseSettings):
         if self.redis_url:
             found.add(urlsplit(self.redis_url).password)
         for value in (self.redis_password, self.kafka_sasl_password, self.kafka_ssl_key_password, self.serve_token,
-                      self.collect_ip_hash_key):
+                      self.collect_ip_hash_key, self.pseudonymize_key):
             found.add(value.get_secret_value() if value else None)
         for path in (self.redis_password_file, self.kafka_sasl_password_file):
             found.add(_read_secret(path, "") if path and path.is_file() else None)
@@ -207,7 +214,8 @@ class Settings(BaseSettings):
     def masked_dump(self) -> dict:
         """The settings as JSON values, secrets masked (what ``pulse config`` prints)."""
         doc = self.model_dump(mode="json")
-        for name in ("redis_password", "kafka_sasl_password", "kafka_ssl_key_password", "serve_token", "collect_ip_hash_key"):
+        for name in ("redis_password", "kafka_sasl_password", "kafka_ssl_key_password", "serve_token", "collect_ip_hash_key",
+                     "pseudonymize_key"):
             if doc.get(name):
                 doc[name] = "***"
         if self.redis_url and urlsplit(self.redis_url).password:
@@ -248,7 +256,10 @@ class Settings(BaseSettings):
             trending_half_life_s=self.trending_half_life_s,
             covisit_half_life_s=self.covisit_half_life_s,
             recs_interval_s=self.recs_interval_s,
-            user_ttl_s=self.user_ttl_s,
+            profile_ttl_s=self.ttl_profile_s or self.user_ttl_s,
+            recs_ttl_s=self.ttl_recs_s or self.user_ttl_s,
+            verdict_ttl_s=self.ttl_segment_s or self.user_ttl_s,
+            events_ttl_s=self.ttl_events_s or self.user_ttl_s,
         )
 
 

@@ -195,6 +195,11 @@ def evaluate(
     started = time.perf_counter()
     for n, (_, _, _, ev) in enumerate(events):
         user = ev.user_id
+        if ev.type == "forget":  # as the flow does: the user starts afresh (the models keep what they learned)
+            users.pop(user, None)
+            recs_states.pop(user, None)
+            river.forget(user, ev.src, ev.seq)
+            continue
         st = users.get(user)
         if st is None:
             st = users[user] = UserState(user_config)

@@ -549,7 +549,6 @@ def run_live(
         dlq_sink,
         handles,
         flush_interval_s=settings.flush_interval_s,
-        recent_events=settings.recent_events,
     )
     total_workers = workers * max(1, len(addresses or ()))
     # (process 0 creates and checks the store; see prepare_recovery)

@@ -28,8 +28,7 @@ from bytewax.outputs import DynamicSink
 from pulse.flows.metrics import flush_hook
 from pulse.operators.events import DeadLetter, Event, Raw
 from pulse.operators.formats import Format
-from pulse.operators.recent import recent_event_writes
-from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, learn_river, parse_records, recommend_users, track_users
+from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, learn_river, parse_records, recommend_users, track_users, withdrawal
 from pulse.state.engine import Engine, ModelUpdate
 from pulse.state.keys import KeySchema
 from pulse.state.recs import Recommender
@@ -120,11 +119,9 @@ def build_flow(
     handles: RunHandles,
     late_sink: Optional[DynamicSink] = None,
     flush_interval_s: float = 0.05,
-    recent_events: int = 0,
 ) -> Dataflow:
     """Build the dataflow: ``source`` → parse → per-user state and lists → models →
-    Redis. With ``recent_events`` each user's latest events are kept too
-    (``pulse:user:{<user_id>}:events``, for the dashboard)."""
+    Redis."""
     counters = handles.counters
     writers = handles.writers(redis_url, flush_interval_s)
 
@@ -137,23 +134,23 @@ def build_flow(
     outputs = UserOutputs(Recommender(options.engine), lambda: handles.view(redis_url, options), write, flush)
     flow = Dataflow(name)
     raw = op.input("input", flow, source)
-    events, rest = parse_records("parse", raw, fmt)
+    events, rest = parse_records("parse", raw, fmt, options.pseudonymize_key)
     parsed = op.branch("ends", rest, lambda x: isinstance(x, DeadLetter))
     dead, ends = parsed.trues, parsed.falses
-    if recent_events > 0:
-        keys, ttl_s = options.engine.keys, options.engine.user_ttl_s
-
-        def note_recent(batch: list) -> list:
-            write(recent_event_writes(batch, keys, recent_events, ttl_s))
-            return batch
-
-        events = op.flat_map_batch("recent_events", events, note_recent)
+    # consent: false is the user's opt-out: beside its dead letter, the user step forgets
+    # the user at that point of their events (pulse.state.privacy)
+    optouts = op.branch("optouts", dead, lambda d: d.reason == "no_consent" and d.user_id is not None)
+    events = op.merge("with_optouts", events, op.map("withdrawals", optouts.trues, withdrawal))
     users = track_users("users", events, options, outputs)
     split = op.branch("user_out", users, lambda x: isinstance(x, ModelUpdate))
     updates: Stream[ModelUpdate] = split.trues
     other = op.branch("dead_or_late", split.falses, lambda x: isinstance(x, DeadLetter))
     dead_letters = op.merge("dead_letters", dead, other.trues)
     op.output("dlq", dead_letters, dlq_sink)
+    # what the ordered steps count as dead letters: an opt-out's record is counted by its
+    # forgetting update instead (which comes later: the ordered steps must not pass its
+    # place before it is in)
+    refused = op.merge("refused", optouts.falses, other.trues)
     late: Stream[Late] = other.falses
     if late_sink is not None:
         op.output("late", late, late_sink)
@@ -168,13 +165,13 @@ def build_flow(
     if options.ordered_sources is not None:
         # Dead letters and partition ends tell the ordered steps which records they will
         # never see as updates, so they can apply the rest in canonical order.
-        river_in = op.merge("river_in", updates, dead_letters, ends)
+        river_in = op.merge("river_in", updates, refused, ends)
     else:
         river_in = updates
     river = op.branch("river_out", learn_river("river", river_in, options), lambda x: isinstance(x, Verdict))
     items = recommend_users("lists", op.merge("with_verdicts", updates, river.trues), options, outputs)
     if options.ordered_sources is not None:
-        items = op.merge("items_in", items, dead_letters, ends)
+        items = op.merge("items_in", items, refused, ends)
     writes = learn_models("learn", items, options, on_engine=handles.engines.append)
     writes = op.merge("writes", writes, river.falses)
     keyed = op.key_on("write_key", writes, lambda w: w.key)

@@ -114,6 +114,8 @@ def step_options(settings: Settings, live: bool = False, snapshots: bool = False
         live_idle_s=settings.live_idle_s if live else None,
         snapshots=snapshots,
         ordered_sources=ordered_sources,
+        recent_events=settings.recent_events,
+        pseudonymize_key=settings.pseudonymize_key.get_secret_value().encode() if settings.pseudonymize_key else None,
     )
 
 
@@ -181,7 +183,6 @@ def replay(
         handles,
         late_sink=late_sink,
         flush_interval_s=settings.flush_interval_s,
-        recent_events=settings.recent_events,
     )
     done = threading.Event()
     if on_progress is not None:

@@ -43,6 +43,7 @@ EventType = Literal[
     "share",
     "bookmark",
     "rate",
+    "forget",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 

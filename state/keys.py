@@ -158,7 +158,11 @@ class KeySchema:
         return f"{self.prefix}:user:{{{_tag(user_id)}}}:segment"
 
     def recent_events(self, user_id: str) -> str:
-        return f"{self.prefix}:user:{{{user_id}}}:events"
+        return f"{self.prefix}:user:{{{_tag(user_id)}}}:events"
+
+    def user_keys(self, user_id: str) -> tuple[str, ...]:
+        """Every key Pulse keeps of one user (what forgetting the user deletes)."""
+        return (self.recs(user_id), self.profile(user_id), self.verdict(user_id), self.recent_events(user_id))
 
     def similar(self, item_id: str) -> str:
         return f"{self.prefix}:item:{{{_tag(item_id)}}}:similar"

@@ -125,6 +125,13 @@ class RiverModels:
             anomalies.append((shown, ts, bool(rules) and ruled is None and model is None))
         return Verdict(user_id, src, seq, segment, traits, tuple(anomalies))
 
+    def forget(self, user_id: str, src: str, seq: int) -> Verdict:
+        """Drop what is kept of ``user_id`` (:mod:`pulse.state.privacy`); the models keep
+        what they learned (aggregates, no user id)."""
+        self.flagged.pop(user_id, None)
+        self.ruled.pop(user_id, None)
+        return Verdict(user_id, src, seq, None, (), ())
+
     def entry_id(self) -> str:
         """A fresh ``pulse:anomalies`` entry id: ids must grow, and derived from window
         time a replay reuses them (Redis then refuses the duplicates)."""

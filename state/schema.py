@@ -116,13 +116,13 @@ _SEGMENTS = _object(
 
 # (pattern without prefix, type, schema, members, TTL note)
 _KEYS: tuple[tuple[str, str, Optional[dict], Optional[dict], str], ...] = (
-    ("user:{<user_id>}:recs", "string", _RECS, None, "user_ttl_s"),
-    ("user:{<user_id>}:profile", "string", _PROFILE, None, "user_ttl_s"),
-    ("user:{<user_id>}:segment", "string", _VERDICT, None, "user_ttl_s"),
+    ("user:{<user_id>}:recs", "string", _RECS, None, "ttl_recs_s (default user_ttl_s)"),
+    ("user:{<user_id>}:profile", "string", _PROFILE, None, "ttl_profile_s (default user_ttl_s)"),
+    ("user:{<user_id>}:segment", "string", _VERDICT, None, "ttl_segment_s (default user_ttl_s)"),
     ("user:{<user_id>}:events", "zset", None, {"member": "an event's JSON: type, ts and those of item_id, category, session_id, "
                                                           "event_id, dwell_ms, scroll_pct, price, rating it has",
                                                 "score": "its event time (epoch ms)",
-                                                "kept": "the recent_events latest (setting; 0, the default, keeps none)"}, "user_ttl_s"),
+                                                "kept": "the recent_events latest (setting; 0, the default, keeps none)"}, "ttl_events_s (default user_ttl_s)"),
     ("item:{<item_id>}:similar", "string", _SIMILAR, None, ""),
     ("item:{<item_id>}:nbrs", "string", _NBRS, None, ""),
     ("trending", "zset", None, {"member": "item id", "score": "decayed popularity"}, ""),

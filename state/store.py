@@ -117,22 +117,62 @@ class ZAddCapped(NamedTuple):
     """Add ``members`` (pairs of member, score) to a sorted set kept to its ``cap``
     highest-scored members, with a TTL in seconds. Adding a member again changes
     nothing, so replaying the same writes leaves the same set; pending adds to one key
-    merge instead of replacing each other."""
+    merge instead of replacing each other. ``fresh``: the set is deleted first (the adds
+    came after a :class:`Delete` of the key that they replaced while pending)."""
 
     key: str
     members: tuple[tuple[str, float], ...]
     cap: int
     ttl_s: int = 0
+    fresh: bool = False
 
 
-Write = Union[Put, ZReplace, HashSet, StreamAdd, Publish, ZAddCapped]
+class Delete(NamedTuple):
+    """DEL ``key`` (a forgotten user's key); deleting again changes nothing."""
+
+    key: str
+
+
+class StreamPurge(NamedTuple):
+    """Delete every entry of the stream ``key`` whose field ``name`` is ``value`` (a
+    forgotten user's entries), in one server-side script. It keeps its place among the
+    stream's appends (:class:`StreamAdd`, :class:`Publish`) of the same store, so an
+    entry appended before it is deleted too; purging again changes nothing."""
+
+    key: str
+    name: str
+    value: str
+
+
+# XRANGE in pages (exclusive starts: Redis >= 6.2), XDEL of the entries whose field matches.
+_PURGE_SCRIPT = b"""local n, start = 0, '-'
+while true do
+  local page = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 500)
+  if #page == 0 then return n end
+  for _, entry in ipairs(page) do
+    local f = entry[2]
+    for i = 1, #f, 2 do
+      if f[i] == ARGV[1] and f[i + 1] == ARGV[2] then
+        redis.call('XDEL', KEYS[1], entry[1]); n = n + 1; break
+      end
+    end
+  end
+  start = '(' .. page[#page][1]
+end"""
+
+
+Write = Union[Put, ZReplace, HashSet, StreamAdd, Publish, ZAddCapped, Delete, StreamPurge]
 
 
 def _merged(older: Optional[Write], newer: Write) -> Write:
     """What stays pending when ``newer`` comes for a key ``older`` waits on: the newer
-    write, or both sets' members for :class:`ZAddCapped`."""
-    if type(newer) is ZAddCapped and type(older) is ZAddCapped:
-        return newer._replace(members=older.members + newer.members)
+    write, or both sets' members for :class:`ZAddCapped` (which deletes the set first
+    when it replaces a :class:`Delete`)."""
+    if type(newer) is ZAddCapped:
+        if type(older) is ZAddCapped:
+            return newer._replace(members=older.members + newer.members, fresh=older.fresh)
+        if type(older) is Delete:
+            return newer._replace(fresh=True)
     return newer
 Client = Union[redis.Redis, RedisCluster]
 
@@ -315,7 +355,7 @@ class RedisStore:
         self._client: Optional[Client] = None  # connected by the first flush (Redis may be down now)
         self._stale_slots = False  # the cluster answered MOVED/ASK/TRYAGAIN/CLUSTERDOWN
         self._pending: dict[str, Write] = {}
-        self._streams: list[Union[StreamAdd, Publish]] = []  # appended, never coalesced
+        self._streams: list[Union[StreamAdd, Publish, StreamPurge]] = []  # appended, never coalesced
         self._lock = threading.Condition()
         self._flush_lock = threading.Lock()
         self._closed = False
@@ -328,14 +368,13 @@ class RedisStore:
     def add(self, writes: Iterable[Write]) -> None:
         """Queue writes; the newest write per key wins. Blocks while too many wait."""
         if self.on_add is not None:
-            writes = list(writes)
-            writes.extend(self.on_add(writes))
+            writes = self._with_hook(writes)
         with self._lock:
             while len(self._pending) >= self.max_pending and not self._closed:
                 self._lock.wait(0.1)
             for w in writes:
                 kind = type(w)
-                if kind is StreamAdd or kind is Publish:
+                if kind is StreamAdd or kind is Publish or kind is StreamPurge:
                     self._streams.append(w)
                 elif kind is ZAddCapped:
                     self._pending[w.key] = _merged(self._pending.get(w.key), w)
@@ -349,6 +388,23 @@ class RedisStore:
                 log.exception("flushing to Redis at %s failed", self.address)
             finally:
                 self._flush_lock.release()
+
+    def _with_hook(self, writes: Iterable[Write]) -> list[Write]:
+        # What on_add adds for some writes follows them, before any StreamPurge that
+        # comes after them (a forgotten user's notifications must not outlive the purge).
+        out: list[Write] = []
+        run: list[Write] = []
+        for w in writes:
+            if type(w) is StreamPurge:
+                out.extend(run)
+                out.extend(self.on_add(run))
+                out.append(w)
+                run = []
+            else:
+                run.append(w)
+        out.extend(run)
+        out.extend(self.on_add(run))
+        return out
 
     def flush(self) -> None:
         """Send everything pending now; retries until Redis takes it."""
@@ -422,7 +478,7 @@ class RedisStore:
             except Exception:  # pragma: no cover - logged, the next tick retries
                 log.exception("flushing to Redis at %s failed", self.address)
 
-    def _send(self, batch: dict[str, Write], streams: Sequence[Union[StreamAdd, Publish]]) -> None:
+    def _send(self, batch: dict[str, Write], streams: Sequence[Union[StreamAdd, Publish, StreamPurge]]) -> None:
         if self._client is None:
             self._client = connect(self.url)
         elif self._stale_slots and isinstance(self._client, RedisCluster):
@@ -527,6 +583,8 @@ def encode_commands(writes: Iterable[Write]) -> tuple[bytes, int]:
             else:
                 add(_command((b"DEL", key)))
         elif kind is ZAddCapped:
+            if w.fresh:
+                add(_command((b"DEL", key)))
             args = [b"ZADD", key]
             for member, score in w.members:
                 args.append(repr(float(score)).encode())
@@ -535,6 +593,10 @@ def encode_commands(writes: Iterable[Write]) -> tuple[bytes, int]:
             add(_command((b"ZREMRANGEBYRANK", key, b"0", b"%d" % -(w.cap + 1))))
             if w.ttl_s:
                 add(_command((b"EXPIRE", key, b"%d" % w.ttl_s)))
+        elif kind is Delete:
+            add(_command((b"DEL", key)))
+        elif kind is StreamPurge:
+            add(_command((b"EVAL", _PURGE_SCRIPT, b"1", key, w.name.encode(), w.value.encode())))
         elif kind is HashSet:
             args = [b"HSET", key]
             for name, value in w.fields:
