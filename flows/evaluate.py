@@ -195,6 +195,11 @@ def evaluate(
     started = time.perf_counter()
     for n, (_, _, _, ev) in enumerate(events):
         user = ev.user_id
+        if ev.type == "forget":  # as the flow does: the user starts afresh (the models keep what they learned)
+            users.pop(user, None)
+            recs_states.pop(user, None)
+            river.forget(user, ev.src, ev.seq)
+            continue
         st = users.get(user)
         if st is None:
             st = users[user] = UserState(user_config)
@@ -227,8 +232,9 @@ def evaluate(
             if rec_state is None:
                 rec_state = recs_states[user] = UserRecs(engine_config.max_seen)
             affinities = tuple(st.profile_doc(ev.ts)["categories"].items())[:3] if st.profile_due(ev.ts) else None
-            up = ModelUpdate.of(ev, learned.weight, summarize(learned.closed, engine_config.model_windows), affinities)
-            verdict = river.learn_one(up.user_id, up.src, up.seq, up.windows) if up.windows else None
+            up = ModelUpdate.of(ev, learned.weight, summarize(learned.closed, engine_config.model_windows), affinities,
+                                learned.bot)
+            verdict = river.learn_one(up.user_id, up.src, up.seq, up.windows, up.bot, up.ts) if up.needs_verdict else None
             _, item_update = recommender.learn_update(rec_state, up, verdict, view)
             engine.learn_one(item_update)
         pulse_seconds += clock() - t0

@@ -9,6 +9,10 @@
 * Sessions follow a funnel: view → scroll/dwell → click → add_to_cart → purchase.
 * A share of users are bots: a few declare a crawler user agent, the others are stealth
   scrapers and click floods (hundreds of events a minute, no dwell).
+* Optionally (``scraper_share``) a share of users are *scrapers* with a browser's user
+  agent that a per-minute model finds hard: sessions of 80-300 page views of random items
+  across the catalogue, 0.2-1.2 s apart, with near-zero dwell reports or none, and no
+  scrolling.
 * Optionally a share of malformed lines of varied kinds (``malformed``), for testing the
   dead-letter path.
 
@@ -104,9 +108,12 @@ def generate(
     malformed: float = 0.0,
     days: float = 7.0,
     bundles: int = 10,
+    scraper_share: float = 0.0,
 ) -> tuple[list[bytes], dict]:
     """Generate ``events`` JSON lines in event-time order, and the ground truth."""
     rng = random.Random(seed)
+    # its own generator, so that a log without scrapers is what it was before they existed
+    scraper_rng = random.Random(seed * 7_919 + 1)
     n_cat = min(len(CATEGORIES), max(4, items // 25))
     categories = CATEGORIES[:n_cat]
     item_ids = [f"i{k:05d}" for k in range(items)]
@@ -130,7 +137,10 @@ def generate(
     n_bots = int(round(users * bot_share))
     bots = set(rng.sample(user_ids, n_bots)) if n_bots else set()
     bot_kind = {u: ("crawler" if k % 4 == 0 else "flood") for k, u in enumerate(sorted(bots))}
-    persona = {u: persona_names[k % len(persona_names)] for k, u in enumerate(u for u in user_ids if u not in bots)}
+    n_scrapers = min(int(round(users * scraper_share)), users - len(bots))
+    scraper_ids = sorted(scraper_rng.sample(sorted(set(user_ids) - bots), n_scrapers)) if n_scrapers > 0 else []
+    bot_kind.update((u, "scraper") for u in scraper_ids)
+    persona = {u: persona_names[k % len(persona_names)] for k, u in enumerate(u for u in user_ids if u not in bot_kind)}
     favourites = {u: rng.sample(categories, rng.randint(1, min(3, n_cat))) for u in user_ids}
     agent = {u: rng.choice(BROWSER_AGENTS) for u in user_ids}
     activity = {u: rng.paretovariate(1.5) for u in user_ids}  # a few users are far more active
@@ -138,10 +148,11 @@ def generate(
 
     out: list[tuple[int, bytes]] = []
     counter = itertools.count()
-    human_ids = [u for u in user_ids if u not in bots]
+    human_ids = [u for u in user_ids if u not in bot_kind]
     human_weights = list(itertools.accumulate(activity[u] for u in human_ids))
     bot_ids = sorted(bots)
     target_bot = int(events * min(0.25, bot_share * 8)) if bots else 0
+    target_scraper = int(events * min(0.25, scraper_share * 8)) if scraper_ids else 0
 
     def emit(u: str, kind: str, ts: int, **fields) -> None:
         ev = {"user_id": u, "type": kind, "ts": ts, "event_id": f"{u}-{next(counter)}", **fields}
@@ -193,12 +204,26 @@ def generate(
             emit(u, rng.choice(["view", "click", "click"]), t, item_id=item, category=item_cat[item], user_agent=ua, session_id=f"b-{u}")
             t += rng.randint(50, 400)
 
-    human_target = events - target_bot
+    def scraper_session(u: str, t: int) -> None:
+        r = scraper_rng
+        sid = f"x-{u}-{next(counter)}"
+        ua = agent[u]
+        dwell_reports = r.random() < 0.5
+        for _ in range(r.randint(80, 300)):
+            item = r.choice(item_ids)
+            emit(u, "view", t, item_id=item, category=item_cat[item], user_agent=ua, session_id=sid)
+            if dwell_reports:
+                emit(u, "dwell", t + 10, item_id=item, category=item_cat[item], dwell_ms=r.randint(0, 300), user_agent=ua, session_id=sid)
+            t += r.randint(200, 1200)
+
+    human_target = events - target_bot - target_scraper
     while len(out) < human_target:
         u = human_ids[bisect.bisect_left(human_weights, rng.random() * human_weights[-1])]
         human_session(u, START_MS + rng.randrange(span))
-    while len(out) < events:
+    while len(out) < events - target_scraper:
         bot_burst(rng.choice(bot_ids), START_MS + rng.randrange(span))
+    while len(out) < events:
+        scraper_session(scraper_rng.choice(scraper_ids), START_MS + scraper_rng.randrange(span))
     out.sort(key=lambda x: x[0])
     lines = [line for _, line in out[:events]]
 
@@ -228,7 +253,7 @@ def generate(
         "categories": categories,
         "personas": persona,
         "favourites": favourites,
-        "bots": {u: bot_kind[u] for u in bot_ids},
+        "bots": {u: bot_kind[u] for u in sorted(bot_kind)},
         "bundles": bundle_list,
         "malformed": bad_counts,
     }

@@ -29,7 +29,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
 
 import orjson
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
@@ -47,6 +48,7 @@ from pulse.flows.sources import JsonlSink, log_files, open_log
 from pulse.operators.events import DeadLetter, Raw
 from pulse.operators.formats import FORMATS, Format
 from pulse.operators.steps import Counters
+from pulse.state.store import RedisLike
 
 log = logging.getLogger("pulse.live")
 _rdkafka_log = logging.getLogger("pulse.kafka")
@@ -59,8 +61,39 @@ class LiveError(UsageError):
     """A problem with the broker or topic, said so the user can fix it (exit code 2)."""
 
 
-def _bootstrap(brokers: str | Sequence[str]) -> str:
-    return brokers if isinstance(brokers, str) else ",".join(brokers)
+@dataclass(frozen=True)
+class KafkaCluster:
+    """Where the brokers are (``bootstrap``: ``HOST:PORT[,HOST:PORT...]``) and the
+    librdkafka settings every client needs to talk to them (``options``: security
+    protocol, SASL, SSL), passed through unchanged. Its repr leaves the options out:
+    they hold passwords.
+
+    >>> KafkaCluster("k1:9093", {"security.protocol": "SASL_SSL", "sasl.password": "s3cret"})
+    KafkaCluster(k1:9093, SASL_SSL)
+    >>> sorted(KafkaCluster("k1:9093", {"sasl.mechanism": "PLAIN"}).config(acks="all"))
+    ['acks', 'bootstrap.servers', 'sasl.mechanism']
+    """
+
+    bootstrap: str
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def config(self, **extra: Any) -> dict:
+        """A client's configuration: the brokers, the security options, then ``extra``."""
+        return {"bootstrap.servers": self.bootstrap, **self.options, **extra}
+
+    def __repr__(self) -> str:
+        return f"KafkaCluster({self.bootstrap}, {self.options.get('security.protocol', 'PLAINTEXT')})"
+
+
+#: Brokers as a caller may name them: ``"host:port,..."``, a list of ``host:port``, or a
+#: :class:`KafkaCluster` with its security options.
+Brokers = Union[str, Sequence[str], KafkaCluster]
+
+
+def _kafka(brokers: Brokers) -> KafkaCluster:
+    if isinstance(brokers, KafkaCluster):
+        return brokers
+    return KafkaCluster(brokers if isinstance(brokers, str) else ",".join(brokers))
 
 
 def _error_cb(err: KafkaError) -> None:
@@ -70,11 +103,18 @@ def _error_cb(err: KafkaError) -> None:
 
 
 # -- checks ---------------------------------------------------------------------------
-def check_topics(brokers: str | Sequence[str], topics: Sequence[str], timeout_s: float = 10.0) -> dict[str, int]:
+def check_topics(brokers: Brokers, topics: Sequence[str], timeout_s: float = 10.0) -> dict[str, int]:
     """Wait up to ``timeout_s`` (retrying with backoff) for the broker to answer, then
     check every topic exists. Returns partitions per topic; raises :class:`LiveError`."""
-    bootstrap = _bootstrap(brokers)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _probe_log, "socket.connection.setup.timeout.ms": 3000})
+    kafka = _kafka(brokers)
+    bootstrap = kafka.bootstrap
+    refused: list[KafkaError] = []  # authentication failures, which list_topics reports only as a transport failure
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            refused.append(err)
+
+    admin = AdminClient(kafka.config(logger=_probe_log, error_cb=on_error, **{"socket.connection.setup.timeout.ms": 3000}))
     deadline = time.monotonic() + timeout_s
     delay, attempts = 0.25, 0
     while True:
@@ -84,7 +124,15 @@ def check_topics(brokers: str | Sequence[str], topics: Sequence[str], timeout_s:
             break
         except KafkaException as err:
             problem = err.args[0].str() if err.args and isinstance(err.args[0], KafkaError) else str(err)
+        admin.poll(0)  # serves on_error
+        if refused:
+            problem = refused[-1].str()
         if time.monotonic() + delay >= deadline:
+            if refused:
+                raise LiveError(
+                    f"the Kafka broker at {bootstrap} refused our credentials ({problem}): check PULSE_KAFKA_SASL_USERNAME, "
+                    "PULSE_KAFKA_SASL_PASSWORD[_FILE], PULSE_KAFKA_SASL_MECHANISM and PULSE_KAFKA_SECURITY_PROTOCOL"
+                )
             raise LiveError(
                 f"cannot reach the Kafka broker at {bootstrap} ({problem}; {attempts} attempts in {timeout_s:g}s). "
                 "Start the broker (for a local one: `python3 scripts/kafka_local.py start`) or pass --brokers HOST:PORT."
@@ -287,7 +335,7 @@ class LiveKafkaSource(FixedPartitionedSource[Raw, tuple]):
 
     def __init__(
         self,
-        brokers: str | Sequence[str],
+        brokers: Brokers,
         topic: str,
         partitions: int,
         control: StopControl,
@@ -300,15 +348,14 @@ class LiveKafkaSource(FixedPartitionedSource[Raw, tuple]):
         self.parts = {f"{p}-{topic}": p for p in range(partitions)}
         self.control = control
         self.batch_size = batch_size
-        self.config = {
-            "bootstrap.servers": _bootstrap(brokers),
+        self.config = _kafka(brokers).config(**{
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.partition.eof": False,  # a live run ends on StopControl's word, not at the end of the topic
             "statistics.interval.ms": 1000,  # feeds the lag gauge (the partition's stats callback)
             "error_cb": _error_cb,
             "logger": _rdkafka_log,
-        }
+        })
 
     def list_parts(self) -> List[str]:
         return list(self.parts)
@@ -393,21 +440,20 @@ class KafkaDlqSink(DynamicSink[DeadLetter]):
     as the key. Deliveries are confirmed (``acks=all``, idempotent producer); failures
     are counted in :attr:`stats` and logged."""
 
-    def __init__(self, brokers: str | Sequence[str], topic: str, count: Callable[[DeadLetter], None], sync: bool = False) -> None:
-        self.bootstrap = _bootstrap(brokers)
+    def __init__(self, brokers: Brokers, topic: str, count: Callable[[DeadLetter], None], sync: bool = False) -> None:
+        self.kafka = _kafka(brokers)
         self.topic = topic
         self.count = count
         self.sync = sync
         self.stats = _DeliveryStats()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaDlqPartition:
-        producer = Producer(_producer_config(self.bootstrap, self.stats.on_delivery))
+        producer = Producer(_producer_config(self.kafka, self.stats.on_delivery))
         return _KafkaDlqPartition(producer, self.topic, self.stats, self.count, self.sync)
 
 
-def _producer_config(bootstrap: str, on_delivery: Callable, **extra: Any) -> dict:
-    return {
-        "bootstrap.servers": bootstrap,
+def _producer_config(kafka: KafkaCluster, on_delivery: Callable, **extra: Any) -> dict:
+    return kafka.config(**{
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 5,
@@ -415,7 +461,7 @@ def _producer_config(bootstrap: str, on_delivery: Callable, **extra: Any) -> dic
         "error_cb": _error_cb,
         "logger": _rdkafka_log,
         **extra,
-    }
+    })
 
 
 # -- the live run ---------------------------------------------------------------------------
@@ -433,10 +479,10 @@ def live_format(name: str) -> Format:
 
 
 def run_live(
-    brokers: str | Sequence[str],
+    brokers: Brokers,
     topic: str,
     settings: Settings,
-    redis_url: str,
+    redis_url: RedisLike,
     dlq_topic: Optional[str] = None,
     recovery_dir: Optional[str] = None,
     max_events: Optional[int] = None,
@@ -468,9 +514,9 @@ def run_live(
     # A live run's state grows for hours: full garbage collections of it stalled the
     # flow for up to 170 ms (measured); collect young objects far less often.
     gc.set_threshold(settings.gc_threshold, 50, 1000)
-    bootstrap = _bootstrap(brokers)
+    kafka = _kafka(brokers)
     fmt = live_format(fmt_name)
-    parts = check_topics(bootstrap, [topic] + ([dlq_topic] if dlq_topic else []), connect_timeout_s)
+    parts = check_topics(kafka, [topic] + ([dlq_topic] if dlq_topic else []), connect_timeout_s)
     problem = ping(redis_url)
     if problem:
         raise LiveError(f"{problem}. Start Redis or point --redis at a running one.")
@@ -480,8 +526,12 @@ def run_live(
     else:
         control.max_events = control.max_events if max_events is None else max_events
         control.idle_exit_s = control.idle_exit_s if idle_exit_s is None else idle_exit_s
+    total_workers = workers * max(1, len(addresses or ()))
+    # (process 0 creates and checks the store; see prepare_recovery)
+    store = prepare_recovery(Path(recovery_dir), total_workers, create=process_id == 0) if recovery_dir else None
+    recovery = store.config if store is not None else None
     handles = RunHandles(cluster=len(addresses or ()) > 1, workers=workers, updates=settings.keys() if settings.updates else None,
-                         updates_maxlen=settings.updates_maxlen, live=True)
+                         updates_maxlen=settings.updates_maxlen, live=True, resumed=store is not None and store.resumed)
     counters: Counters = handles.counters
 
     def count_dead(d: DeadLetter) -> None:
@@ -489,10 +539,10 @@ def run_live(
 
     dlq_sink: DynamicSink
     if dlq_topic:
-        dlq_sink = KafkaDlqSink(bootstrap, dlq_topic, count_dead, sync=recovery_dir is not None)
+        dlq_sink = KafkaDlqSink(kafka, dlq_topic, count_dead, sync=recovery_dir is not None)
     else:
         dlq_sink = JsonlSink(None, lambda d: b"", count_dead)
-    source = LiveKafkaSource(bootstrap, topic, parts[topic], control, group_id, batch_size)
+    source = LiveKafkaSource(kafka, topic, parts[topic], control, group_id, batch_size)
     sources = [f"{topic}/{p}" for p in range(parts[topic])]  # Raw.source of each partition (_LivePartition)
     flow = build_flow(
         "pulse_live",
@@ -503,11 +553,7 @@ def run_live(
         dlq_sink,
         handles,
         flush_interval_s=settings.flush_interval_s,
-        recent_events=settings.recent_events,
     )
-    total_workers = workers * max(1, len(addresses or ()))
-    # (process 0 creates and checks the store; see prepare_recovery)
-    recovery = prepare_recovery(Path(recovery_dir), total_workers, create=process_id == 0) if recovery_dir else None
     # What is alive now (modules, models, the flow) lives as long as the run: keep it
     # out of the collector's full passes, which otherwise walk it every time.
     gc.collect()
@@ -606,7 +652,7 @@ def log_lines(path: Path) -> Any:
 def produce(
     path: Path,
     fmt: str,
-    brokers: str | Sequence[str],
+    brokers: Brokers,
     topic: str,
     rate: Optional[float] = None,
     connect_timeout_s: float = 10.0,
@@ -619,10 +665,10 @@ def produce(
     if rate is not None and rate <= 0:
         raise UsageError("--rate must be positive")
     files = log_files(Path(path))  # raises LogNotFound before we touch the broker
-    bootstrap = _bootstrap(brokers)
-    check_topics(bootstrap, [topic], connect_timeout_s)
+    kafka = _kafka(brokers)
+    check_topics(kafka, [topic], connect_timeout_s)
     stats = _DeliveryStats()
-    producer = Producer(_producer_config(bootstrap, stats.on_delivery, **{"queue.buffering.max.messages": 500_000}))
+    producer = Producer(_producer_config(kafka, stats.on_delivery, **{"queue.buffering.max.messages": 500_000}))
     pacer = Pacer(rate)
     n = keyless = 0
     started = time.perf_counter()
@@ -651,7 +697,7 @@ def produce(
 
 # -- record -----------------------------------------------------------------------------------
 def record(
-    brokers: str | Sequence[str],
+    brokers: Brokers,
     topic: str,
     out: Path,
     max_events: Optional[int] = None,
@@ -667,19 +713,19 @@ def record(
     Values a JSON-lines log cannot hold unchanged (empty, or containing a line break)
     are counted in ``skipped`` and left out.
     """
-    bootstrap = _bootstrap(brokers)
-    nparts = check_topics(bootstrap, [topic], connect_timeout_s)[topic]
+    kafka = _kafka(brokers)
+    bootstrap = kafka.bootstrap
+    nparts = check_topics(kafka, [topic], connect_timeout_s)[topic]
     out = Path(out)
     per_partition = out.is_dir()
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
+        kafka.config(**{
             "group.id": f"pulse-record-{uuid.uuid4().hex[:12]}",  # never committed
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "error_cb": _error_cb,
             "logger": _rdkafka_log,
-        }
+        })
     )
     tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(nparts)]
     consumer.assign(tps)

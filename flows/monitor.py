@@ -35,7 +35,7 @@ import redis
 from pulse.flows import metrics
 from pulse.operators.steps import Counters
 from pulse.state.keys import KeySchema
-from pulse.state.store import address, masked
+from pulse.state.store import RedisLike, address, connect, masked
 
 log = logging.getLogger("pulse.monitor")
 
@@ -117,7 +117,7 @@ class Monitor:
         :func:`pulse.flows.metrics.flush_hook`).
     """
 
-    def __init__(self, redis_url: str, keys: KeySchema, counters: Counters, events_in: Callable[[], int],
+    def __init__(self, redis_url: RedisLike, keys: KeySchema, counters: Counters, events_in: Callable[[], int],
                  thresholds: Thresholds = Thresholds(), interval_s: float = 1.0, window_s: float = 10.0,
                  mode: str = "replay", process: int = 0, processes: int = 1, run_id: Optional[str] = None,
                  lag: Optional[Callable[[], Optional[int]]] = None, freshness: Optional[deque] = None) -> None:
@@ -138,13 +138,13 @@ class Monitor:
         self.started_at = int(time.time() * 1000)
         # the run's start, all zero: a run shorter than the window is judged as a whole
         self.history: deque[Sample] = deque([Sample(self.started_at, 0, 0, 0)], maxlen=HISTORY)
-        self._client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self._client = connect(redis_url, socket_timeout=5, socket_connect_timeout=5)
         self._stop = threading.Event()
         self._reported = dict(in_=0, ok=0, late=0, dlq={})
         self._thread = threading.Thread(target=self._run, name="pulse-monitor", daemon=True)
 
     @classmethod
-    def of_run(cls, settings, redis_url: str, counters: Counters, events_in: Callable[[], int], mode: str,
+    def of_run(cls, settings, redis_url: RedisLike, counters: Counters, events_in: Callable[[], int], mode: str,
                addresses=None, process: int = 0, **kw) -> "Monitor":
         """The monitor of a run with ``settings`` (a :class:`~pulse.flows.config.Settings`);
         the processes of one cluster share a run id (their stats add up)."""

@@ -28,13 +28,12 @@ from bytewax.outputs import DynamicSink
 from pulse.flows.metrics import flush_hook
 from pulse.operators.events import DeadLetter, Event, Raw
 from pulse.operators.formats import Format
-from pulse.operators.recent import recent_event_writes
-from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, learn_river, parse_records, recommend_users, track_users
+from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, learn_river, parse_records, recommend_users, track_users, withdrawal
 from pulse.state.engine import Engine, ModelUpdate
 from pulse.state.keys import KeySchema
 from pulse.state.recs import Recommender
 from pulse.state.river_models import Verdict
-from pulse.state.store import RedisSink, RedisStore, WorkerStores
+from pulse.state.store import RedisLike, RedisSink, RedisStore, WorkerStores
 from pulse.state.updates import UpdateNotifier
 from pulse.state.view import LocalView, RemoteView
 
@@ -53,6 +52,8 @@ class RunHandles:
     cluster: bool = False
     #: worker threads in this process
     workers: int = 1
+    #: resumed from a recovery store (see :func:`pulse.flows.replay.prepare_recovery`)
+    resumed: bool = False
     #: announce every list written on ``pulse:updates`` (see pulse.state.updates); None: don't
     updates: Optional[KeySchema] = None
     updates_maxlen: int = 10_000
@@ -63,7 +64,7 @@ class RunHandles:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _writers: Optional[WorkerStores] = None
 
-    def writers(self, redis_url: str, flush_interval_s: float) -> WorkerStores:
+    def writers(self, redis_url: RedisLike, flush_interval_s: float) -> WorkerStores:
         """The Redis stores of this process's workers (one each)."""
         with self._lock:
             if self._writers is None:
@@ -74,8 +75,10 @@ class RunHandles:
         """The hooks of one worker's store: its own notifier, the shared metrics."""
         notify = None
         if self.updates is not None:
-            # Entry ids from event time only where one writer's order is the run's order.
-            deterministic = self.workers == 1 and not self.cluster
+            # Entry ids from event time only where one writer's order is the run's order,
+            # from the start: a resumed run numbers the lists after its snapshot afresh,
+            # and an id another list already took would be refused (a list never announced).
+            deterministic = self.workers == 1 and not self.cluster and not self.resumed
             notify = UpdateNotifier(self.updates, deterministic, self.updates_maxlen)
         return notify, flush_hook(self.live, self.freshness if self.live else None)
 
@@ -87,7 +90,7 @@ class RunHandles:
             if isinstance(view, RemoteView):
                 view.close()
 
-    def view(self, redis_url: str, options: StepOptions):
+    def view(self, redis_url: RedisLike, options: StepOptions):
         """The view of the models the user step blends from: the model step's own
         models when it runs in this process, else (in a cluster) a view filled from
         Redis (see :mod:`pulse.state.view`). Before the model step's first update it
@@ -115,16 +118,14 @@ def build_flow(
     source: Source[Raw],
     fmt: Format,
     options: StepOptions,
-    redis_url: str,
+    redis_url: RedisLike,
     dlq_sink: DynamicSink,
     handles: RunHandles,
     late_sink: Optional[DynamicSink] = None,
     flush_interval_s: float = 0.05,
-    recent_events: int = 0,
 ) -> Dataflow:
     """Build the dataflow: ``source`` → parse → per-user state and lists → models →
-    Redis. With ``recent_events`` each user's latest events are kept too
-    (``pulse:user:{<user_id>}:events``, for the dashboard)."""
+    Redis."""
     counters = handles.counters
     writers = handles.writers(redis_url, flush_interval_s)
 
@@ -137,23 +138,23 @@ def build_flow(
     outputs = UserOutputs(Recommender(options.engine), lambda: handles.view(redis_url, options), write, flush)
     flow = Dataflow(name)
     raw = op.input("input", flow, source)
-    events, rest = parse_records("parse", raw, fmt)
+    events, rest = parse_records("parse", raw, fmt, options.pseudonymize_key)
     parsed = op.branch("ends", rest, lambda x: isinstance(x, DeadLetter))
     dead, ends = parsed.trues, parsed.falses
-    if recent_events > 0:
-        keys, ttl_s = options.engine.keys, options.engine.user_ttl_s
-
-        def note_recent(batch: list) -> list:
-            write(recent_event_writes(batch, keys, recent_events, ttl_s))
-            return batch
-
-        events = op.flat_map_batch("recent_events", events, note_recent)
+    # consent: false is the user's opt-out: beside its dead letter, the user step forgets
+    # the user at that point of their events (pulse.state.privacy)
+    optouts = op.branch("optouts", dead, lambda d: d.reason == "no_consent" and d.user_id is not None)
+    events = op.merge("with_optouts", events, op.map("withdrawals", optouts.trues, withdrawal))
     users = track_users("users", events, options, outputs)
     split = op.branch("user_out", users, lambda x: isinstance(x, ModelUpdate))
     updates: Stream[ModelUpdate] = split.trues
     other = op.branch("dead_or_late", split.falses, lambda x: isinstance(x, DeadLetter))
     dead_letters = op.merge("dead_letters", dead, other.trues)
     op.output("dlq", dead_letters, dlq_sink)
+    # what the ordered steps count as dead letters: an opt-out's record is counted by its
+    # forgetting update instead (which comes later: the ordered steps must not pass its
+    # place before it is in)
+    refused = op.merge("refused", optouts.falses, other.trues)
     late: Stream[Late] = other.falses
     if late_sink is not None:
         op.output("late", late, late_sink)
@@ -168,13 +169,13 @@ def build_flow(
     if options.ordered_sources is not None:
         # Dead letters and partition ends tell the ordered steps which records they will
         # never see as updates, so they can apply the rest in canonical order.
-        river_in = op.merge("river_in", updates, dead_letters, ends)
+        river_in = op.merge("river_in", updates, refused, ends)
     else:
         river_in = updates
     river = op.branch("river_out", learn_river("river", river_in, options), lambda x: isinstance(x, Verdict))
     items = recommend_users("lists", op.merge("with_verdicts", updates, river.trues), options, outputs)
     if options.ordered_sources is not None:
-        items = op.merge("items_in", items, dead_letters, ends)
+        items = op.merge("items_in", items, refused, ends)
     writes = learn_models("learn", items, options, on_engine=handles.engines.append)
     writes = op.merge("writes", writes, river.falses)
     keyed = op.key_on("write_key", writes, lambda w: w.key)

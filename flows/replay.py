@@ -10,7 +10,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import orjson
 
@@ -23,6 +23,7 @@ from pulse.flows.pipeline import RunHandles, build_flow, encode_dead_letter, enc
 from pulse.flows.sources import JsonlSink, RecordedLogSource
 from pulse.operators.formats import FORMATS, Format, movielens_genres
 from pulse.operators.steps import StepOptions
+from pulse.state.store import RedisLike
 
 
 class UsageError(ValueError):
@@ -46,31 +47,40 @@ def make_format(name: str, path: Path) -> Format:
 
 #: the layout of the dataflow's snapshots (its steps and their state); a recovery store
 #: written by another layout cannot be resumed
-RECOVERY_LAYOUT = 4
+RECOVERY_LAYOUT = 5
 LAYOUT_FILE = "pulse-recovery.json"
 
 
-def prepare_recovery(db_dir: Path, partitions: int, create: bool = True) -> RecoveryConfig:
+class Recovery(NamedTuple):
+    """A run's recovery store, and whether an earlier run used it (this one resumes)."""
+
+    config: RecoveryConfig
+    resumed: bool
+
+
+def prepare_recovery(db_dir: Path, partitions: int, create: bool = True) -> Recovery:
     """Bytewax's recovery store in ``db_dir``, created with ``partitions`` partitions
     the first time (that number must be at least the most workers ever run against
     it: stop-and-start rescaling within it works), and stamped with
-    :data:`RECOVERY_LAYOUT`. Only one process creates and checks it (``create``): in a
-    cluster, process 0; the others use what they find (in Kubernetes every other pod's
-    directory is empty: process 0's holds every partition)."""
+    :data:`RECOVERY_LAYOUT` and the number of runs that used it. Only one process
+    creates and checks it (``create``): in a cluster, process 0; the others use what
+    they find (in Kubernetes every other pod's directory is empty: process 0's holds
+    every partition), and count as resumed."""
     db_dir = Path(db_dir)
     db_dir.mkdir(parents=True, exist_ok=True)
     if not create:
-        return RecoveryConfig(db_dir)
+        return Recovery(RecoveryConfig(db_dir), True)
     existing = sorted(db_dir.glob("part-*.sqlite3"))
     marker = db_dir / LAYOUT_FILE
     if not existing:
         init_db_dir(db_dir, partitions)
-        marker.write_bytes(orjson.dumps({"layout": RECOVERY_LAYOUT}))
-        return RecoveryConfig(db_dir)
+        marker.write_bytes(orjson.dumps({"layout": RECOVERY_LAYOUT, "runs": 1}))
+        return Recovery(RecoveryConfig(db_dir), False)
     try:
-        layout = orjson.loads(marker.read_bytes()).get("layout")
+        stamp = orjson.loads(marker.read_bytes())
+        layout = stamp.get("layout")
     except (OSError, orjson.JSONDecodeError, AttributeError):
-        layout = None
+        stamp, layout = {}, None
     if layout != RECOVERY_LAYOUT:
         raise UsageError(
             f"recovery store {db_dir} holds snapshots of another dataflow layout ({layout or 'an older Pulse'}; "
@@ -82,7 +92,9 @@ def prepare_recovery(db_dir: Path, partitions: int, create: bool = True) -> Reco
             f"recovery store {db_dir} has {len(existing)} partitions but this run has {partitions} workers; "
             "a store must be initialised for the most workers ever used: start a new --recovery directory"
         )
-    return RecoveryConfig(db_dir)
+    runs = stamp.get("runs", 0)
+    marker.write_bytes(orjson.dumps({"layout": RECOVERY_LAYOUT, "runs": runs + 1}))
+    return Recovery(RecoveryConfig(db_dir), runs > 0)
 
 
 def run_flow(flow, workers: int, recovery: Optional[RecoveryConfig], snapshot_s: float,
@@ -113,6 +125,8 @@ def step_options(settings: Settings, live: bool = False, snapshots: bool = False
         live_idle_s=settings.live_idle_s if live else None,
         snapshots=snapshots,
         ordered_sources=ordered_sources,
+        recent_events=settings.recent_events,
+        pseudonymize_key=settings.pseudonymize_key.get_secret_value().encode() if settings.pseudonymize_key else None,
     )
 
 
@@ -138,7 +152,7 @@ def replay(
     path: Path,
     fmt_name: str,
     settings: Settings,
-    redis_url: str,
+    redis_url: RedisLike,
     dlq_path: Optional[str] = None,
     late_path: Optional[str] = None,
     workers: int = 1,
@@ -157,12 +171,13 @@ def replay(
     ``addresses`` this process is member ``process_id`` of a multi-process cluster.
     """
     total_workers = workers * max(1, len(addresses or ()))
-    recovery = prepare_recovery(Path(recovery_dir), total_workers, create=process_id == 0) if recovery_dir else None
+    store = prepare_recovery(Path(recovery_dir), total_workers, create=process_id == 0) if recovery_dir else None
+    recovery = store.config if store is not None else None
     path = Path(path)
     fmt = make_format(fmt_name, path)
     source = RecordedLogSource(path, fmt, batch_size=batch_size)
     handles = RunHandles(cluster=len(addresses or ()) > 1, workers=workers, updates=settings.keys() if settings.updates else None,
-                         updates_maxlen=settings.updates_maxlen)
+                         updates_maxlen=settings.updates_maxlen, resumed=store is not None and store.resumed)
     counters = handles.counters
 
     def count_dead(d) -> None:
@@ -180,7 +195,6 @@ def replay(
         handles,
         late_sink=late_sink,
         flush_interval_s=settings.flush_interval_s,
-        recent_events=settings.recent_events,
     )
     done = threading.Event()
     if on_progress is not None:
@@ -236,14 +250,15 @@ def cluster_addresses(processes: int, base_port: Optional[int] = None) -> list[s
     return [f"127.0.0.1:{p}" for p in ports]
 
 
-def run_local_cluster(args: Sequence[str], processes: int) -> dict:
+def run_local_cluster(args: Sequence[str], processes: int, env: Optional[dict] = None) -> dict:
     """Run ``pulse <args>`` as ``processes`` processes of one Bytewax cluster on
-    loopback and add up their summaries (each process counts what it handled)."""
+    loopback and add up their summaries (each process counts what it handled). ``env``
+    adds to their environment (where secrets go: a command line is public)."""
     addresses = cluster_addresses(processes)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "pulse", *args, "--addresses", ";".join(addresses), "--process-id", str(i)],
-            stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         )
         for i in range(processes)
     ]  # fmt: skip

@@ -26,7 +26,10 @@ from datetime import datetime, timezone
 from typing import Any, Literal, NamedTuple, Optional, Union, get_args
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from pulse.state.keys import MAX_CATEGORY, MAX_ITEM_ID, MAX_USER_ID, clean_id
 
 EventType = Literal[
     "view",
@@ -40,6 +43,7 @@ EventType = Literal[
     "share",
     "bookmark",
     "rate",
+    "forget",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
@@ -70,8 +74,20 @@ class PartitionEnd(NamedTuple):
     count: int
 
 
+def _key_id(value: str, max_len: int) -> str:
+    try:
+        return clean_id(value, max_len)
+    except ValueError as err:
+        # its own error type: a refused id is an invalid value even inside a list
+        raise PydanticCustomError("invalid_id", "{problem}", {"problem": str(err)}) from None
+
+
 class Event(BaseModel):
     """One validated behavioural event. Unknown extra fields are ignored.
+
+    ``user_id``, ``item_id`` and every ``category`` follow the id rule of
+    :mod:`pulse.state.keys` (trimmed; printable; no braces): one that does not is
+    dead-lettered as ``invalid_value`` with the field named.
 
     ``ts`` is event time in epoch milliseconds (ISO-8601 strings with a zone are
     accepted and converted). ``category`` may be one string or a list of strings
@@ -80,10 +96,10 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    user_id: str = Field(min_length=1, max_length=128)
+    user_id: str = Field(min_length=1, max_length=MAX_USER_ID)
     type: EventType
     ts: int
-    item_id: Optional[str] = Field(default=None, min_length=1, max_length=256)
+    item_id: Optional[str] = Field(default=None, min_length=1, max_length=MAX_ITEM_ID)
     category: tuple[str, ...] = ()
     session_id: Optional[str] = Field(default=None, max_length=256)
     event_id: Optional[str] = Field(default=None, min_length=1, max_length=256)
@@ -123,14 +139,25 @@ class Event(BaseModel):
         if value is None:
             return ()
         if isinstance(value, str):
-            return (value,) if value else ()
+            value = [value]
         if isinstance(value, (list, tuple)) and all(isinstance(c, str) for c in value):
             if len(value) > 16:
                 raise ValueError("at most 16 categories")
-            return tuple(c for c in value if c)
+            # Category names become key parts too (pulse:trending:category:{<c>}).
+            return tuple(_key_id(c, MAX_CATEGORY) for c in value if c.strip())
         raise ValueError("category must be a string or a list of strings")
 
-    @field_validator("user_id", "item_id", "event_id", "session_id", mode="before")
+    @field_validator("user_id", "item_id", mode="before")
+    @classmethod
+    def _key_ids(cls, value: Any, info: ValidationInfo) -> Any:
+        # These become parts of Redis keys: trimmed, then held to the id rule of the
+        # key schema (printable, no braces), so no id can escape its key.
+        value = cls._ids(value)
+        if isinstance(value, str):
+            return _key_id(value, MAX_USER_ID if info.field_name == "user_id" else MAX_ITEM_ID)
+        return value
+
+    @field_validator("event_id", "session_id", mode="before")
     @classmethod
     def _ids(cls, value: Any) -> Any:
         # Numeric ids are common in real logs; accept them as their decimal string.

@@ -20,7 +20,7 @@ Example:
 >>> [a.key for a in out.accepted], out.accepted[0].value
 ([b'u1'], b'{"user_id":"u1","type":"view","ts":1767571200000,"received_at":1767571200123}')
 >>> out.rejected[0].to_json()
-{'index': 1, 'reason': 'unknown_event_type', 'field': 'type', 'detail': 'type must be one of view, click, scroll, dwell, add_to_cart, remove_from_cart, purchase, search, share, bookmark, rate'}
+{'index': 1, 'reason': 'unknown_event_type', 'field': 'type', 'detail': 'type must be one of view, click, scroll, dwell, add_to_cart, remove_from_cart, purchase, search, share, bookmark, rate, forget'}
 """
 
 from __future__ import annotations

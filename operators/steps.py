@@ -5,8 +5,9 @@ A Pulse dataflow is these steps, top to bottom (see :mod:`pulse.flows.pipeline`)
 1. :func:`parse_records` — raw records → events | dead letters (per batch);
 2. :func:`track_users` — per user: dedup, event-time windows, decayed profile →
    updates | dead letters (duplicates) | late events; the profile goes to ``write``;
-3. :func:`learn_river` — the River models (segments, anomaly flags), fed only by the
-   windows that closed (and coverage counts of the rest) → a verdict per such update;
+3. :func:`learn_river` — the River models (segments, anomaly flags, joined by the bot
+   rules' flags), fed only by the windows that closed and the changes of the rules'
+   verdicts (and coverage counts of the rest) → a verdict per such update;
 4. :func:`recommend_users` — per user again, with the verdicts: segment and flag, the
    recent items, exclusions and the list blended from a view of the models → an item
    update per update; verdicts and lists go to ``write``;
@@ -20,6 +21,7 @@ The steps hold no I/O of their own: sources, sinks, the view and the user step's
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,11 +36,13 @@ from bytewax.operators import StatefulBatchLogic
 from pulse.operators.events import DeadLetter, Event, PartitionEnd, Raw
 from pulse.operators.formats import Format
 from pulse.operators.order import BlockOrder, Coverage, SequencedMerge, coverage
+from pulse.operators.recent import recent_event_writes
 from pulse.operators.windows import summarize
 from pulse.state.engine import Engine, EngineConfig, ItemUpdate, ModelUpdate, iso_ms
 from pulse.state.recs import Recommender, UserRecs
 from pulse.state.river_models import RiverModels, Verdict
-from pulse.state.store import Put, StreamAdd, Write
+from pulse.state.privacy import pseudonym
+from pulse.state.store import Delete, Put, StreamAdd, StreamPurge, Write
 from pulse.state.user import UserConfig, UserState
 
 #: the model step's one key
@@ -90,6 +94,10 @@ class StepOptions:
     #: replays: the source partitions, so the model step applies updates in canonical order
     #: (see pulse.operators.order); None for live runs (arrival order)
     ordered_sources: Optional[list] = None
+    #: keep each user's latest N events (pulse:user:{<id>}:events); 0: none
+    recent_events: int = 0
+    #: replace user ids by their keyed HMAC as they are parsed (pulse.state.privacy)
+    pseudonymize_key: Optional[bytes] = None
 
 
 def _utcnow() -> datetime:
@@ -113,16 +121,37 @@ def _idle_deadline(idle_s: float) -> datetime:
 
 
 # -- 1. parse ---------------------------------------------------------------------------
-def parse_records(step_id: str, up: Stream[Raw], fmt: Format) -> Tuple[Stream[Event], Stream[Union[DeadLetter, PartitionEnd]]]:
-    """Parse raw records per batch; returns (events, dead letters and partition ends)."""
+def parse_records(step_id: str, up: Stream[Raw], fmt: Format,
+                  pseudonymize_key: Optional[bytes] = None) -> Tuple[Stream[Event], Stream[Union[DeadLetter, PartitionEnd]]]:
+    """Parse raw records per batch; returns (events, dead letters and partition ends).
+    With ``pseudonymize_key`` every user id becomes its pseudonym here, before any step
+    keeps or writes it."""
     parse = fmt.parse
 
     def parse_batch(batch: list) -> list:
         return [parse(r) if type(r) is Raw else r for r in batch]
 
-    parsed = op.flat_map_batch(f"{step_id}_parse", up, parse_batch)
+    def parse_pseudonymous(batch: list) -> list:
+        out = parse_batch(batch)
+        for n, x in enumerate(out):
+            if type(x) is Event:
+                out[n] = x.model_copy(update={"user_id": pseudonym(x.user_id, pseudonymize_key)})
+            elif type(x) is DeadLetter and x.user_id is not None:
+                out[n] = dataclasses.replace(x, user_id=pseudonym(x.user_id, pseudonymize_key))
+        return out
+
+    parsed = op.flat_map_batch(f"{step_id}_parse", up, parse_batch if pseudonymize_key is None else parse_pseudonymous)
     split = op.branch(f"{step_id}_split", parsed, lambda x: isinstance(x, Event))
     return split.trues, split.falses
+
+
+def withdrawal(d: DeadLetter) -> Event:
+    """The ``forget`` of a user whose event said ``consent: false`` (its dead letter):
+    the user step drops the user at that point of their events. ``consent`` stays
+    False: the record is accounted for as a dead letter, not as an accepted event."""
+    return Event.model_construct(user_id=d.user_id, type="forget", ts=0, consent=False, src=d.source, seq=d.seq,
+                                 line=d.position, item_id=None, category=(), event_id=None, session_id=None)
+
 
 
 # -- 2. per user --------------------------------------------------------------------------
@@ -151,14 +180,40 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
     def _profile(self, doc: dict) -> Put:
         st = self.state
         keys = self.options.engine.keys
-        return Put(keys.profile(st.user_id), orjson.dumps({"user_id": st.user_id, **doc}), self.options.engine.user_ttl_s)
+        return Put(keys.profile(st.user_id), orjson.dumps({"user_id": st.user_id, **doc}), self.options.engine.profile_ttl_s)
+
+    def _forget(self, ev: Event, writes: list[Write]) -> ModelUpdate:
+        # Everything of the user goes: the state now, the keys this step writes (after
+        # whatever of them still waits in this worker's store, which the deletes
+        # replace); the update takes the forgetting on to the other steps.
+        self.state = UserState(self.options.user)
+        keys = self.options.engine.keys
+        writes.append(Delete(keys.profile(ev.user_id)))
+        if self.options.recent_events > 0:
+            writes.append(Delete(keys.recent_events(ev.user_id)))
+        return ModelUpdate.forgetting(ev)
+
+    def _recent(self, events: list[Event], writes: list[Write]) -> None:
+        if events:
+            cfg = self.options.engine
+            writes.extend(recent_event_writes(events, cfg.keys, self.options.recent_events, cfg.events_ttl_s))
+            events.clear()
 
     def on_batch(self, values: List[Event]) -> Tuple[Iterable[UserOut], bool]:
         out: list[UserOut] = []
         writes: list[Write] = []
+        recent: Optional[list[Event]] = [] if self.options.recent_events > 0 else None
         st = self.state
         kinds = self.options.engine.model_windows
         for ev in values:
+            if ev.type == "forget":
+                if recent is not None:
+                    recent.clear()  # (they would be deleted at once)
+                out.append(self._forget(ev, writes))
+                st = self.state
+                continue
+            if recent is not None:
+                recent.append(ev)
             learned = st.learn_one(ev)
             if learned.duplicate:
                 out.append(DeadLetter("duplicate_event", ev.src, ev.line, ev.to_json(), "event_id",
@@ -172,22 +227,28 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
                 writes.append(self._profile(doc))
                 affinities = tuple(doc["categories"].items())[:3]
             closed = summarize(learned.closed, kinds) if learned.closed else ()
-            out.append(ModelUpdate.of(ev, learned.weight, closed, affinities))
+            out.append(ModelUpdate.of(ev, learned.weight, closed, affinities, learned.bot))
+        if recent is not None:
+            self._recent(recent, writes)
         if writes:
             self.outputs.write(writes)
-        return out, self.RETAIN
+        # (a user forgotten with no event after: nothing to keep)
+        return out, self.DISCARD if st.user_id is None else self.RETAIN
 
-    def _final(self) -> list[UserOut]:
+    def _final(self, evicted: bool) -> list[UserOut]:
         st = self.state
         if st.user_id is None:
             return []
         closed = summarize(st.windows.close_all(), self.options.engine.model_windows)
         if st.profile_dirty:
             self.outputs.write([self._profile(st.profile_doc(st.profile.last_seen or 0))])
-        return [ModelUpdate.closing(st.user_id, closed)] if closed else []
+        # An evicted user starts afresh when they come back: the bot rules' flag goes
+        # with their state (else the River step would hold it for ever).
+        bot = "" if evicted and st.bots is not None and st.bots.reason else None
+        return [ModelUpdate.closing(st.user_id, closed, bot)] if closed or bot is not None else []
 
     def on_eof(self) -> Tuple[Iterable[UserOut], bool]:
-        return self._final(), self.RETAIN
+        return self._final(evicted=False), self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
         if self.options.live_idle_s is None:
@@ -196,7 +257,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
 
     def on_notify(self) -> Tuple[Iterable[UserOut], bool]:
         # Idle in a live run: close the windows, write the last profile, free the state.
-        return self._final(), self.DISCARD
+        return self._final(evicted=True), self.DISCARD
 
     def snapshot(self) -> Optional[UserState]:
         if not self.options.snapshots:
@@ -237,11 +298,12 @@ class _Verdicts:
         else:
             self.closing.setdefault(v.user_id, []).append(v)
 
-    def __len__(self) -> int:
-        return len(self.at) + len(self.closing)
+    @property
+    def empty(self) -> bool:
+        return not self.at and not self.closing
 
     def take(self, up: ModelUpdate) -> Optional[Verdict]:
-        if up.event:
+        if up.seq >= 0:
             return self.at.pop((up.src, up.seq), None)
         queue = self.closing.get(up.user_id)
         if not queue:
@@ -282,25 +344,34 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
         learn = self.outputs.recommender.learn_update
         view = None
         done = 0
+        forgotten = False
         for up in waiting:
             verdict = None
-            if up.windows:
+            if up.needs_verdict:
                 verdict = self.verdicts.take(up) if self.verdicts is not None else None
                 if verdict is None:
                     break
-            if view is None:
-                view = self.outputs.view()
             self.user_id = up.user_id
-            w, item_update = learn(self.recs, up, verdict, view)
+            if up.forget:
+                w, item_update = self.outputs.recommender.forget(up)
+                self.recs = UserRecs(self.options.engine.max_seen)
+                forgotten = True
+            else:
+                if view is None:
+                    view = self.outputs.view()
+                w, item_update = learn(self.recs, up, verdict, view)
+                forgotten = False
             writes.extend(w)
             out.append(item_update)
             done += 1
         del waiting[:done]
         self.waiting = waiting or None
-        if self.verdicts is not None and not self.verdicts:
+        if self.verdicts is not None and self.verdicts.empty:
             self.verdicts = None
         if writes:
             self.outputs.write(writes)
+        if forgotten and self.waiting is None and self.verdicts is None:
+            return out, self.DISCARD  # (a user forgotten with nothing after: nothing to keep)
         return out, self.RETAIN
 
     def _pending(self) -> None:
@@ -360,7 +431,7 @@ RiverIn = Union[Coverage, PartitionEnd]
 
 
 def _river_key(up: ModelUpdate):
-    return (up.src, up.seq) if up.event else None
+    return (up.src, up.seq) if up.seq >= 0 else None
 
 
 class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], tuple]):
@@ -382,7 +453,11 @@ class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], tuple]):
         keys = self.options.engine.keys
         out: list = []
         for up in ups:
-            verdict = models.learn_one(up.user_id, up.src, up.seq, up.windows)
+            if up.forget:
+                out.append(models.forget(up.user_id, up.src, up.seq))
+                out.append(StreamPurge(keys.anomalies, "user_id", up.user_id))
+                continue
+            verdict = models.learn_one(up.user_id, up.src, up.seq, up.windows, up.bot, up.ts)
             out.append(verdict)
             for anomaly, window_end, new in verdict.anomalies:
                 if new:
@@ -417,14 +492,14 @@ class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], tuple]):
 
 def _river_batch(batch: list, live: bool) -> list:
     """One worker's batch of model input → what the River step needs of it: the updates
-    that closed windows, with the coverage of every record (see
-    :class:`~pulse.operators.order.BlockOrder`), and the partition ends."""
+    that closed windows or changed the bot rules' verdict, with the coverage of every
+    record (see :class:`~pulse.operators.order.BlockOrder`), and the partition ends."""
     out: list = [x for x in batch if type(x) is PartitionEnd]
     positions = [(x.src, x.seq) if type(x) is ModelUpdate else (x.source, x.seq) for x in batch
-                 if (type(x) is ModelUpdate and x.event) or type(x) is DeadLetter]
-    windows = [x for x in batch if type(x) is ModelUpdate and x.windows]
-    if positions or windows:
-        out.append(coverage(positions, windows, live))
+                 if (type(x) is ModelUpdate and x.seq >= 0) or type(x) is DeadLetter]
+    needed = [x for x in batch if type(x) is ModelUpdate and x.needs_verdict]
+    if positions or needed:
+        out.append(coverage(positions, needed, live))
     return out
 
 
@@ -452,7 +527,7 @@ def _update_ts(up: ItemUpdate) -> int:
 
 
 def _update_key(up: ItemUpdate):
-    return (up.src, up.seq) if up.event else None
+    return (up.src, up.seq) if up.seq >= 0 else None
 
 
 def _update_user(up: ModelUpdate) -> str:

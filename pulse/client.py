@@ -14,6 +14,13 @@ Example (needs a Redis that a replay wrote to)::
     pulse.trending(category="shoes", k=10)    # [("sku-9", 12.5), ...]
     for update in pulse.updates(block_ms=5000):   # users whose list changed, as they change
         print(update["user_id"], update["recomm_id"])
+
+Where the flow pseudonymizes user ids (``PULSE_PSEUDONYMIZE_KEY``), give the client the
+same key and ask with the site's own ids: it derives each user's pseudonym
+(:func:`pulse.state.privacy.pseudonym`, HMAC-SHA256) to find the keys::
+
+    pulse = PulseClient(url, pseudonymize_key=os.environ["PULSE_PSEUDONYMIZE_KEY"])
+    pulse.recs("u42")                         # reads pulse:user:{<pseudonym of u42>}:recs
 """
 
 from __future__ import annotations
@@ -23,19 +30,28 @@ from typing import Iterator, Optional
 import orjson
 
 from pulse.state.keys import KeySchema
-from pulse.state.store import connect
+from pulse.state.privacy import pseudonym
+from pulse.state.store import RedisLike, connect
 
 
 class PulseClient:
     """Reads Pulse's keys in one Redis database or Redis Cluster.
 
-    :arg url: ``redis://[user:password@]host:port/db`` (any node of a cluster).
+    :arg url: ``redis://[user:password@]host:port/db`` (any node of a cluster; ``rediss://``
+        for TLS), or a :class:`~pulse.state.store.RedisTarget` with an ACL user and TLS files.
     :arg prefix: the deployment's key prefix (``--prefix``; default ``pulse``).
+    :arg pseudonymize_key: the flow's ``PULSE_PSEUDONYMIZE_KEY``, where it pseudonymizes
+        user ids: the user ids given to the methods are then the site's own.
     """
 
-    def __init__(self, url: str, prefix: str = "pulse") -> None:
+    def __init__(self, url: RedisLike, prefix: str = "pulse", pseudonymize_key: Optional[str] = None) -> None:
         self.keys = KeySchema(prefix)
         self.redis = connect(url)
+        self.pseudonymize_key = pseudonymize_key
+
+    def user_key_id(self, user_id: str) -> str:
+        """The id Pulse stores ``user_id`` under: its pseudonym, or itself."""
+        return pseudonym(user_id, self.pseudonymize_key) if self.pseudonymize_key else user_id
 
     def close(self) -> None:
         self.redis.close()
@@ -46,20 +62,20 @@ class PulseClient:
 
     def recs(self, user_id: str) -> Optional[dict]:
         """The user's list ``{"user_id", "recomm_id", "generated_at", "segment", "items"}``."""
-        return self._json(self.keys.recs(user_id))
+        return self._json(self.keys.recs(self.user_key_id(user_id)))
 
     def profile(self, user_id: str) -> Optional[dict]:
         """The user's profile (counts, affinities, rule segments)."""
-        return self._json(self.keys.profile(user_id))
+        return self._json(self.keys.profile(self.user_key_id(user_id)))
 
     def verdict(self, user_id: str) -> Optional[dict]:
         """The models' verdicts: ``{"segment", "segment_traits", "anomaly"}``."""
-        return self._json(self.keys.verdict(user_id))
+        return self._json(self.keys.verdict(self.user_key_id(user_id)))
 
     def recent_events(self, user_id: str, count: int = 20) -> list[dict]:
         """The user's latest events, newest first (kept when the run's
         ``recent_events`` setting is on; else none)."""
-        return [orjson.loads(m) for m in self.redis.zrevrange(self.keys.recent_events(user_id), 0, count - 1)]
+        return [orjson.loads(m) for m in self.redis.zrevrange(self.keys.recent_events(self.user_key_id(user_id)), 0, count - 1)]
 
     def similar(self, item_id: str) -> Optional[list]:
         """The item's co-visitation neighbours ``[{"item_id", "score"}]``, best first."""

@@ -6,6 +6,8 @@ come from Maven Central.
 
     python scripts/kafka_local.py fetch              # jars -> $PULSE_KAFKA_HOME/libs
     python scripts/kafka_local.py start --dir D      # prints {"bootstrap": ..., "pid": ...}
+    python scripts/kafka_local.py start --dir D --sasl-user pulse --sasl-password-file F
+                                                     # also a SASL/PLAIN listener: "sasl_bootstrap"
     python scripts/kafka_local.py status --dir D
     python scripts/kafka_local.py create-topic --bootstrap B --topic T --partitions 3
     python scripts/kafka_local.py stop --dir D
@@ -419,18 +421,39 @@ def broker_ready(port: int, timeout: float = 2.0) -> bool:
 # --------------------------------------------------------------------------- start
 
 
-def server_properties(run_dir: Path, port: int, cport: int) -> str:
+def sasl_properties(sport: int, user: str, password: str) -> str:
+    """A SASL_PLAINTEXT listener on ``sport`` that accepts ``user`` with ``password``
+    (mechanism PLAIN): what a client with ``security.protocol=SASL_PLAINTEXT``,
+    ``sasl.mechanism=PLAIN`` and those credentials connects to."""
+    for name, value in (("user", user), ("password", password)):
+        if not value or any(c in value for c in '"\\;\n\r'):
+            raise Fail(f"the SASL {name} may not be empty or hold quotes, backslashes, ';' or line breaks")
+    return f"""\
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{user}="{password}";
+"""
+
+
+def server_properties(run_dir: Path, port: int, cport: int, sasl: tuple[int, str, str] | None = None) -> str:
+    listeners = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}"
+    advertised = f"PLAINTEXT://127.0.0.1:{port}"
+    protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    if sasl:
+        listeners += f",SASL_PLAINTEXT://127.0.0.1:{sasl[0]}"
+        advertised += f",SASL_PLAINTEXT://127.0.0.1:{sasl[0]}"
+        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
     return f"""\
 # Written by scripts/kafka_local.py: single-node KRaft, combined broker+controller.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{cport}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners={listeners}
+advertised.listeners={advertised}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={run_dir / 'data'}
+listener.security.protocol.map={protocols}
+{sasl_properties(*sasl) if sasl else ""}log.dirs={run_dir / 'data'}
 auto.create.topics.enable=false
 num.partitions=1
 default.replication.factor=1
@@ -467,8 +490,11 @@ def load_state(run_dir: Path) -> dict:
 
 
 def info(run_dir: Path, state: dict, pid: int | None) -> dict:
-    return {"bootstrap": f"127.0.0.1:{state['port']}", "pid": pid, "dir": str(run_dir),
-            "log": str(run_dir / "logs" / "server.log")}
+    out = {"bootstrap": f"127.0.0.1:{state['port']}", "pid": pid, "dir": str(run_dir),
+           "log": str(run_dir / "logs" / "server.log")}
+    if state.get("sasl_port"):
+        out.update(sasl_bootstrap=f"127.0.0.1:{state['sasl_port']}", sasl_user=state["sasl_user"])
+    return out
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -501,14 +527,30 @@ def cmd_start(args: argparse.Namespace) -> int:
     cport = cport or free_port({port})
     if port == cport:
         raise Fail("--port and --controller-port must differ")
-    for p in (port, cport):
+    sasl = None
+    if args.sasl_user:
+        if not args.sasl_password_file:
+            raise Fail("--sasl-user needs --sasl-password-file (a file holding the password)")
+        try:
+            password = Path(args.sasl_password_file).read_text().rstrip("\r\n")
+        except OSError as e:
+            raise Fail(f"cannot read --sasl-password-file {args.sasl_password_file}: {e.strerror}") from None
+        sport = state.get("sasl_port") or free_port({port, cport})
+        sasl = (sport, args.sasl_user, password)
+        state.update(sasl_port=sport, sasl_user=args.sasl_user)
+    else:
+        state.pop("sasl_port", None)
+        state.pop("sasl_user", None)
+    for p in (port, cport) + ((sasl[0],) if sasl else ()):
         if not port_free(p):
             raise Fail(f"port {p} on 127.0.0.1 is already in use")
 
     state.update(port=port, controller_port=cport, version=KAFKA_VERSION,
                  cluster_id=state.get("cluster_id") or random_cluster_id())
     props = run_dir / "server.properties"
-    props.write_text(server_properties(run_dir, port, cport))
+    props.touch(mode=0o600)  # it holds the SASL password
+    props.chmod(0o600)
+    props.write_text(server_properties(run_dir, port, cport, sasl))
     (run_dir / "state.json").write_text(json.dumps(state, indent=1))
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -686,6 +728,10 @@ def main(argv: list[str] | None = None) -> int:
                    "throughput; good for tests, not for benchmarks")
     p.add_argument("--owner-pid", type=int,
                    help="stop the broker when this process dies (test runners)")
+    p.add_argument("--sasl-user", help="also listen with SASL_PLAINTEXT (mechanism PLAIN) on another port, "
+                   "accepting this user; the JSON line then has sasl_bootstrap")
+    p.add_argument("--sasl-password-file", help="a file holding the SASL user's password (not on the "
+                   "command line, which other users can read)")
     p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("stop", help="stop the broker of --dir",

@@ -56,9 +56,12 @@ class ModelUpdate(NamedTuple):
     """What the user step sends on for one accepted event: its item, categories, event
     time, weight and position (partition ``src``, index ``seq``), summaries of the user's
     windows that closed, of the kinds a model learns from (:attr:`EngineConfig.model_windows`),
-    and the user's strongest categories when the profile changed (else None).
-    ``event`` is False when only windows closed (end of input, an idle user). Plain
-    values, not the :class:`Event`: it crosses processes."""
+    the user's strongest categories when the profile changed (else None), and the bot
+    rules' verdict when it changed at this event (:mod:`pulse.state.bots`: the reason, or
+    "" when cleared; else None). ``event`` is False when only windows closed (end of
+    input, an idle user), and for a ``consent: false`` record; ``forget`` says the user
+    is forgotten here (:meth:`forgetting`). Plain values, not the :class:`Event`: it
+    crosses processes."""
 
     user_id: str
     event: bool
@@ -71,16 +74,31 @@ class ModelUpdate(NamedTuple):
     seq: int = -1
     purchase: bool = False
     affinities: Optional[tuple[tuple[str, float], ...]] = None
+    bot: Optional[str] = None
+    forget: bool = False
 
     @classmethod
     def of(cls, ev: Event, weight: float, windows: Sequence[WindowSummary],
-           affinities: Optional[tuple[tuple[str, float], ...]] = None) -> "ModelUpdate":
+           affinities: Optional[tuple[tuple[str, float], ...]] = None, bot: Optional[str] = None) -> "ModelUpdate":
         return cls(ev.user_id, True, ev.item_id, ev.category, ev.ts, weight, windows, ev.src, ev.seq,
-                   ev.type == "purchase", affinities)
+                   ev.type == "purchase", affinities, bot)
 
     @classmethod
-    def closing(cls, user_id: str, windows: Sequence[WindowSummary]) -> "ModelUpdate":
-        return cls(user_id, False, None, (), 0, 0.0, windows)
+    def closing(cls, user_id: str, windows: Sequence[WindowSummary], bot: Optional[str] = None) -> "ModelUpdate":
+        return cls(user_id, False, None, (), 0, 0.0, windows, bot=bot)
+
+    @classmethod
+    def forgetting(cls, ev: Event) -> "ModelUpdate":
+        """The user is to be forgotten at ``ev`` (:mod:`pulse.state.privacy`): a ``forget``
+        event (an accepted event), or a ``consent: false`` one (``ev.consent`` False:
+        accounted for as its dead letter)."""
+        return cls(ev.user_id, ev.consent, None, (), ev.ts, 0.0, (), ev.src, ev.seq, forget=True)
+
+    @property
+    def needs_verdict(self) -> bool:
+        """Whether the River step has a say on this update (and the list step waits for
+        it): windows closed, the bot rules' verdict changed, or the user is forgotten."""
+        return bool(self.windows) or self.bot is not None or self.forget
 
 
 class ItemUpdate(NamedTuple):
@@ -131,7 +149,12 @@ class EngineConfig:
     global_min_events: int = 2_000
     trending_size: int = 100
     similar_size: int = 20
-    user_ttl_s: int = 30 * 86_400
+    #: retention of each kind of per-user key (seconds; pulse:user:{<id>}:profile,
+    #: :recs, :segment, :events)
+    profile_ttl_s: int = 30 * 86_400
+    recs_ttl_s: int = 30 * 86_400
+    verdict_ttl_s: int = 30 * 86_400
+    events_ttl_s: int = 30 * 86_400
     max_seen: int = 2_000
 
     @property

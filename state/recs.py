@@ -41,7 +41,7 @@ import orjson
 from pulse.operators.recommend import BlendConfig, Rec, blend_parts
 from pulse.state.engine import EngineConfig, ItemUpdate, ModelUpdate, iso_ms, recomm_id
 from pulse.state.river_models import Verdict
-from pulse.state.store import Put
+from pulse.state.store import Delete, Put, StreamPurge, Write
 
 
 class ItemSet:
@@ -189,8 +189,9 @@ class Recommender:
     def learn_update(self, st: UserRecs, up: ModelUpdate, verdict: Optional[Verdict], view) -> tuple[list[Put], ItemUpdate]:
         """Fold in one update and the River step's ``verdict`` of its windows (an update
         with windows has one); returns the writes due and what the model step learns."""
-        if up.windows and verdict is None:
-            raise ValueError(f"an update of user {up.user_id!r} closed windows but came without their verdict")
+        if up.needs_verdict and verdict is None:
+            raise ValueError(f"an update of user {up.user_id!r} closed windows or changed the bot rules' verdict, "
+                             "but came without the River step's verdict")
         writes: list[Put] = []
         new_flag = False
         if verdict is not None:
@@ -203,7 +204,7 @@ class Recommender:
                 st.segment, st.traits = verdict.segment, verdict.traits
             if (st.segment, st.traits, st.anomaly) != before and self.write_recs:
                 doc = {"user_id": up.user_id, "segment": st.segment, "segment_traits": list(st.traits), "anomaly": st.anomaly}
-                writes.append(Put(self.keys.verdict(up.user_id), orjson.dumps(doc), self.config.user_ttl_s))
+                writes.append(Put(self.keys.verdict(up.user_id), orjson.dumps(doc), self.config.verdict_ttl_s))
             if st.flagged and not was_flagged and self.write_recs:
                 # A newly flagged user's list, at once: trending only (a replay's last
                 # windows close after the user's last event).
@@ -216,6 +217,16 @@ class Recommender:
         if up.event:
             writes.extend(self._learn_event(st, up, view))
         return writes, item_update
+
+    def forget(self, up: ModelUpdate) -> tuple[list[Write], ItemUpdate]:
+        """The user is forgotten at ``up`` (:mod:`pulse.state.privacy`): the deletes of
+        what this step wrote of the user (the caller drops the user's state), and what
+        the model step learns (nothing but the update's place in the order)."""
+        writes: list[Write] = []
+        if self.write_recs:
+            writes = [Delete(self.keys.recs(up.user_id)), Delete(self.keys.verdict(up.user_id)),
+                      StreamPurge(self.keys.updates, "user_id", up.user_id)]
+        return writes, ItemUpdate(up.user_id, up.event, None, (), up.ts, 0.0, (), None, False, src=up.src, seq=up.seq)
 
     def _learn_event(self, st: UserRecs, up: ModelUpdate, view) -> list[Put]:
         item = up.item_id
@@ -275,4 +286,4 @@ class Recommender:
             "segment": segment,
             "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in recs],
         }
-        return Put(self.keys.recs(user_id), orjson.dumps(doc), self.config.user_ttl_s)
+        return Put(self.keys.recs(user_id), orjson.dumps(doc), self.config.recs_ttl_s)

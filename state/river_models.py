@@ -16,6 +16,13 @@ the windows' event time (so a replay writes the same ids). Per user, only
 the users flagged now are remembered here (a flag clears after ``clear_after`` calm
 windows); segments need no memory per user.
 
+The behavioural bot rules (:mod:`pulse.state.bots`, worked out in the user step) join
+the flag here: an update whose rules' verdict changed comes to this step like one that
+closed windows, and a user is flagged while the model or the rules say so (the model's
+verdict first, else the rules' with their reason, ``"rules: ..."``). This step is the
+one writer of ``pulse:anomalies`` because its entries' ids must grow: Redis refuses an id
+below the stream's top, and writers in other steps would refuse each other's entries.
+
 Example:
 
 >>> from pulse.operators.windows import WindowSummary
@@ -24,6 +31,8 @@ Example:
 >>> v = models.learn_one("u1", "log", 7, [w])
 >>> v.segment.startswith("s"), v.anomalies
 (True, ())
+>>> models.learn_one("u1", "log", 8, [], rules="rate: 130 item events in one minute", ts=61_000).anomalies
+(({'score': 1.0, 'flagged': True, 'reason': 'rules: rate: 130 item events in one minute', 'clear_in': 0}, 61000, True),)
 """
 
 from __future__ import annotations
@@ -39,8 +48,9 @@ from pulse.state.segments import SegmentConfig, Segmenter
 class Verdict(NamedTuple):
     """What the River models made of one update's windows: the segment and traits of
     its segment window (``segment`` None when it closed none), and ``(verdict, window
-    end, newly flagged)`` for each anomaly window, in order. ``seq`` is -1 for the
-    windows a user closes without an event (end of input, idle)."""
+    end, newly flagged)`` for each anomaly window, in order, then for a change of the
+    bot rules' verdict (its time being the event's). ``seq`` is -1 for the windows a user
+    closes without an event (end of input, idle)."""
 
     user_id: str
     src: str
@@ -48,6 +58,16 @@ class Verdict(NamedTuple):
     segment: Optional[str]
     traits: tuple[str, ...]
     anomalies: tuple[tuple[dict, int, bool], ...]
+
+
+#: the verdict of a user neither the model nor the rules flag
+CALM = {"score": 0.0, "flagged": False, "reason": "", "clear_in": 0}
+
+
+def rule_verdict(reason: str) -> dict:
+    """The anomaly verdict of a user the bot rules flag (``clear_in`` 0: the rules clear
+    by sessions, not windows)."""
+    return {"score": 1.0, "flagged": True, "reason": f"rules: {reason}", "clear_in": 0}
 
 
 @dataclass(frozen=True)
@@ -66,15 +86,20 @@ class RiverModels:
         self.segmenter = Segmenter(config.segments)
         self.detector = AnomalyDetector(config.anomaly)
         self.flagged: dict[str, dict] = {}  # user -> verdict, while flagged
+        self.ruled: dict[str, str] = {}  # user -> the bot rules' reason, while they hold
         self.clock = 0  # the latest window end learned
         self._summary_at: Optional[int] = None
         self._entry_last = (0, 0)
 
-    def learn_one(self, user_id: str, src: str, seq: int, windows: Sequence[WindowSummary]) -> Verdict:
-        """Learn from one update's closed windows; returns the user's :class:`Verdict`."""
+    def learn_one(self, user_id: str, src: str, seq: int, windows: Sequence[WindowSummary],
+                  rules: Optional[str] = None, ts: int = 0) -> Verdict:
+        """Learn from one update's closed windows, and the bot rules' verdict when it
+        changed at the update (``rules``: the reason, or "" when cleared; ``ts`` the
+        event's time); returns the user's :class:`Verdict`."""
         segment: Optional[str] = None
         traits: tuple[str, ...] = ()
         anomalies = []
+        ruled = self.ruled.get(user_id)
         for window in windows:
             if window.end_ms > self.clock:
                 self.clock = window.end_ms
@@ -85,11 +110,27 @@ class RiverModels:
                     self.flagged[user_id] = verdict
                 else:
                     self.flagged.pop(user_id, None)
-                anomalies.append((verdict, window.end_ms, verdict["flagged"] and was is None))
+                shown = verdict if verdict["flagged"] or ruled is None else rule_verdict(ruled)
+                anomalies.append((shown, window.end_ms, verdict["flagged"] and was is None and ruled is None))
             if window.kind == self.config.segments.window:
                 segment, found = self.segmenter.learn_one(window)
                 traits = tuple(found)
+        if rules is not None:
+            if rules:
+                self.ruled[user_id] = rules
+            else:
+                self.ruled.pop(user_id, None)
+            model = self.flagged.get(user_id)
+            shown = model if model is not None else rule_verdict(rules) if rules else CALM
+            anomalies.append((shown, ts, bool(rules) and ruled is None and model is None))
         return Verdict(user_id, src, seq, segment, traits, tuple(anomalies))
+
+    def forget(self, user_id: str, src: str, seq: int) -> Verdict:
+        """Drop what is kept of ``user_id`` (:mod:`pulse.state.privacy`); the models keep
+        what they learned (aggregates, no user id)."""
+        self.flagged.pop(user_id, None)
+        self.ruled.pop(user_id, None)
+        return Verdict(user_id, src, seq, None, (), ())
 
     def entry_id(self) -> str:
         """A fresh ``pulse:anomalies`` entry id: ids must grow, and derived from window

@@ -86,7 +86,7 @@ _VERDICT = _object(
             "clear_in": {"type": "integer", "description": "windows until a flag clears"},
         }),
     },
-    description="the River models' verdicts on the user",
+    description="the River models' verdicts on the user (the anomaly flag also from the bot rules)",
 )
 _SIMILAR = {"type": "array", "items": _object({"item_id": _STR, "score": _NUM}),
             "description": "co-visitation neighbours, scores relative to the best"}
@@ -116,13 +116,13 @@ _SEGMENTS = _object(
 
 # (pattern without prefix, type, schema, members, TTL note)
 _KEYS: tuple[tuple[str, str, Optional[dict], Optional[dict], str], ...] = (
-    ("user:{<user_id>}:recs", "string", _RECS, None, "user_ttl_s"),
-    ("user:{<user_id>}:profile", "string", _PROFILE, None, "user_ttl_s"),
-    ("user:{<user_id>}:segment", "string", _VERDICT, None, "user_ttl_s"),
+    ("user:{<user_id>}:recs", "string", _RECS, None, "ttl_recs_s (default user_ttl_s)"),
+    ("user:{<user_id>}:profile", "string", _PROFILE, None, "ttl_profile_s (default user_ttl_s)"),
+    ("user:{<user_id>}:segment", "string", _VERDICT, None, "ttl_segment_s (default user_ttl_s)"),
     ("user:{<user_id>}:events", "zset", None, {"member": "an event's JSON: type, ts and those of item_id, category, session_id, "
                                                           "event_id, dwell_ms, scroll_pct, price, rating it has",
                                                 "score": "its event time (epoch ms)",
-                                                "kept": "the recent_events latest (setting; 0, the default, keeps none)"}, "user_ttl_s"),
+                                                "kept": "the recent_events latest (setting; 0, the default, keeps none)"}, "ttl_events_s (default user_ttl_s)"),
     ("item:{<item_id>}:similar", "string", _SIMILAR, None, ""),
     ("item:{<item_id>}:nbrs", "string", _NBRS, None, ""),
     ("trending", "zset", None, {"member": "item id", "score": "decayed popularity"}, ""),
@@ -130,7 +130,8 @@ _KEYS: tuple[tuple[str, str, Optional[dict], Optional[dict], str], ...] = (
     ("trending:segment:{<s>}", "zset", None, {"member": "item id", "score": "decayed popularity among users of segment s"}, ""),
     ("segments", "string", _SEGMENTS, None, ""),
     ("anomalies", "stream", None, {"id": "event time ms-seq", "user_id": "a newly flagged user", "score": "anomaly score",
-                                   "reason": "why", "window_end": "ISO-8601 end of the window that flagged"}, ""),
+                                   "reason": "why (the bot rules' reasons start with 'rules: ')",
+                                   "window_end": "ISO-8601 end of the window that flagged (the bot rules: the event's time)"}, ""),
     ("meta", "hash", None, {"schema_version": "this contract's version", "events_processed": "events the models learned",
                             "last_event_time": "ISO-8601", "last_event_ms": "epoch ms", "users": "users seen",
                             "items": "items seen", "anomalies_flagged": "users flagged so far"}, ""),

@@ -16,6 +16,10 @@ slot: a transaction that a Redis Cluster accepts too).
 fails over, the flush re-reads the slot map and retries. Messages and logs name the
 server as ``host:port/db``, never with the URL's credentials (:func:`address`).
 
+Where a URL alone does not say how to connect, a :class:`RedisTarget` does: an ACL user
+and password kept out of the URL, and TLS (``rediss://``) with a private CA and a client
+certificate. Every function here that takes a URL takes a target as well.
+
 Writes wait at most ``flush_interval_s``: :meth:`RedisStore.add` (the dataflow's thread)
 sends what is pending itself once the last flush is that old, and a background thread
 does when no writes come. (Flushing from the dataflow's thread spares the writes a wait
@@ -52,6 +56,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Optional, Sequence, Union
 from urllib.parse import unquote, urlsplit
 
@@ -112,22 +117,62 @@ class ZAddCapped(NamedTuple):
     """Add ``members`` (pairs of member, score) to a sorted set kept to its ``cap``
     highest-scored members, with a TTL in seconds. Adding a member again changes
     nothing, so replaying the same writes leaves the same set; pending adds to one key
-    merge instead of replacing each other."""
+    merge instead of replacing each other. ``fresh``: the set is deleted first (the adds
+    came after a :class:`Delete` of the key that they replaced while pending)."""
 
     key: str
     members: tuple[tuple[str, float], ...]
     cap: int
     ttl_s: int = 0
+    fresh: bool = False
 
 
-Write = Union[Put, ZReplace, HashSet, StreamAdd, Publish, ZAddCapped]
+class Delete(NamedTuple):
+    """DEL ``key`` (a forgotten user's key); deleting again changes nothing."""
+
+    key: str
+
+
+class StreamPurge(NamedTuple):
+    """Delete every entry of the stream ``key`` whose field ``name`` is ``value`` (a
+    forgotten user's entries), in one server-side script. It keeps its place among the
+    stream's appends (:class:`StreamAdd`, :class:`Publish`) of the same store, so an
+    entry appended before it is deleted too; purging again changes nothing."""
+
+    key: str
+    name: str
+    value: str
+
+
+# XRANGE in pages (exclusive starts: Redis >= 6.2), XDEL of the entries whose field matches.
+_PURGE_SCRIPT = b"""local n, start = 0, '-'
+while true do
+  local page = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 500)
+  if #page == 0 then return n end
+  for _, entry in ipairs(page) do
+    local f = entry[2]
+    for i = 1, #f, 2 do
+      if f[i] == ARGV[1] and f[i + 1] == ARGV[2] then
+        redis.call('XDEL', KEYS[1], entry[1]); n = n + 1; break
+      end
+    end
+  end
+  start = '(' .. page[#page][1]
+end"""
+
+
+Write = Union[Put, ZReplace, HashSet, StreamAdd, Publish, ZAddCapped, Delete, StreamPurge]
 
 
 def _merged(older: Optional[Write], newer: Write) -> Write:
     """What stays pending when ``newer`` comes for a key ``older`` waits on: the newer
-    write, or both sets' members for :class:`ZAddCapped`."""
-    if type(newer) is ZAddCapped and type(older) is ZAddCapped:
-        return newer._replace(members=older.members + newer.members)
+    write, or both sets' members for :class:`ZAddCapped` (which deletes the set first
+    when it replaces a :class:`Delete`)."""
+    if type(newer) is ZAddCapped:
+        if type(older) is ZAddCapped:
+            return newer._replace(members=older.members + newer.members, fresh=older.fresh)
+        if type(older) is Delete:
+            return newer._replace(fresh=True)
     return newer
 Client = Union[redis.Redis, RedisCluster]
 
@@ -149,7 +194,77 @@ class StoreStats:
     profile_hashes: set = field(default_factory=set)
 
 
-def address(url: str) -> str:
+@dataclass(frozen=True)
+class RedisTarget:
+    """How to reach a Redis (or a node of a Redis Cluster): its URL and what the URL
+    leaves out. ``username``/``password`` (an ACL user) win over the URL's; the TLS
+    files apply to ``rediss://`` URLs: ``ca_file`` the private CA that signed the
+    server's certificate, ``cert_file``/``key_file`` a client certificate for servers
+    that ask for one (``tls-auth-clients yes``). Its repr names the server, never the
+    password.
+
+    >>> t = RedisTarget("rediss://cache:6380/0", username="pulse", password="s3cret")
+    >>> t
+    RedisTarget(cache:6380/0, user pulse, tls)
+    >>> sorted(t.client_options())
+    ['password', 'username']
+    """
+
+    url: str
+    username: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+    ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        tls_files = {"PULSE_REDIS_TLS_CA_FILE": self.ca_file, "PULSE_REDIS_TLS_CERT_FILE": self.cert_file,
+                     "PULSE_REDIS_TLS_KEY_FILE": self.key_file}
+        given = [name for name, path in tls_files.items() if path]
+        scheme = urlsplit(self.url).scheme
+        if given and scheme != "rediss":
+            raise ValueError(f"{', '.join(given)} set, but the Redis URL ({address(self.url)}) is {scheme}://, "
+                             "which does not use TLS: write it as rediss://HOST:PORT/DB")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("a client certificate needs both PULSE_REDIS_TLS_CERT_FILE and PULSE_REDIS_TLS_KEY_FILE")
+        for name, path in tls_files.items():
+            if path and not Path(path).is_file():
+                raise ValueError(f"{name} names {path}, which is not a readable file")
+
+    def client_options(self) -> dict:
+        """What redis-py's ``from_url`` takes beside the URL."""
+        options: dict = {}
+        if self.username:
+            options["username"] = self.username
+        if self.password:
+            options["password"] = self.password
+        if self.ca_file:
+            options["ssl_ca_certs"] = self.ca_file
+        if self.cert_file:
+            options["ssl_certfile"] = self.cert_file
+            options["ssl_keyfile"] = self.key_file
+        return options
+
+    def secrets(self) -> list[str]:
+        """The passwords this target holds (the URL's and its own), for masking."""
+        return [p for p in (urlsplit(self.url).password, self.password) if p]
+
+    def __repr__(self) -> str:
+        user = self.username or urlsplit(self.url).username
+        tls = urlsplit(self.url).scheme == "rediss"
+        return f"RedisTarget({address(self.url)}{f', user {user}' if user else ''}{', tls' if tls else ''})"
+
+
+#: A Redis to write to: a URL, or a URL with what it leaves out.
+RedisLike = Union[str, RedisTarget]
+
+
+def target(redis_at: RedisLike) -> RedisTarget:
+    """``redis_at`` as a :class:`RedisTarget` (a URL is one with nothing added)."""
+    return redis_at if isinstance(redis_at, RedisTarget) else RedisTarget(redis_at)
+
+
+def address(url: RedisLike) -> str:
     """Where ``url`` points, as ``host:port/db``, without its credentials: what every
     message shows.
 
@@ -158,6 +273,8 @@ def address(url: str) -> str:
     >>> address("rediss://:pw@[::1]")
     '[::1]:6379/0'
     """
+    if isinstance(url, RedisTarget):
+        url = url.url
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return parts.path
@@ -168,25 +285,26 @@ def address(url: str) -> str:
     return f"{host}:{parts.port or 6379}/{db}"
 
 
-def masked(text: str, url: str) -> str:
-    """``text`` with the password of ``url`` blotted out, for error texts that quote it
-    (a one-letter password blots out more than it needs: better than a leak).
+def masked(text: str, url: RedisLike) -> str:
+    """``text`` with the passwords of ``url`` blotted out, for error texts that quote
+    them (a one-letter password blots out more than it needs: better than a leak).
 
     >>> masked("AUTH s3cret failed", "redis://pulse:s3cret@h:6379/0")
     'AUTH *** failed'
     """
-    password = urlsplit(url).password
-    if not password:
-        return text
-    return text.replace(password, "***").replace(unquote(password), "***")
+    for password in target(url).secrets():
+        text = text.replace(password, "***").replace(unquote(password), "***")
+    return text
 
 
-def connect(url: str, **options: float) -> Client:
-    """A client of ``url``: a :class:`~redis.cluster.RedisCluster` when the server is a
-    node of a Redis Cluster, else a plain :class:`redis.Redis`. Connects to find out;
-    ``options`` (socket timeouts) go to every connection."""
-    options = {**_CLIENT_OPTIONS, **options}
-    client = redis.Redis.from_url(url, **options)
+def connect(url: RedisLike, **options: float) -> Client:
+    """A client of ``url`` (a URL or a :class:`RedisTarget`): a
+    :class:`~redis.cluster.RedisCluster` when the server is a node of a Redis Cluster,
+    else a plain :class:`redis.Redis`. Connects to find out; ``options`` (socket
+    timeouts) go to every connection, the target's credentials and TLS files too."""
+    redis_at = target(url)
+    options = {**_CLIENT_OPTIONS, **redis_at.client_options(), **options}
+    client = redis.Redis.from_url(redis_at.url, **options)
     try:
         clustered = client.info("cluster").get("cluster_enabled") == 1
     except NoPermissionError:  # INFO refused by an ACL: take it for a plain server
@@ -194,14 +312,15 @@ def connect(url: str, **options: float) -> Client:
     if not clustered:
         return client
     client.close()
-    return RedisCluster.from_url(url, **options)
+    return RedisCluster.from_url(redis_at.url, **options)
 
 
 class RedisStore:
     """Coalescing, pipelined writer of :data:`Write` values to one Redis database or
     Redis Cluster.
 
-    :arg url: ``redis://[user:password@]host:port/db``; any node of a cluster.
+    :arg url: ``redis[s]://[user:password@]host:port/db`` or a :class:`RedisTarget`;
+        any node of a cluster.
     :arg flush_interval_s: how long writes may wait to be coalesced.
     :arg max_pending: keys waiting before :meth:`add` blocks.
     :arg retry_max_s: the longest pause between retries while Redis is down.
@@ -215,7 +334,7 @@ class RedisStore:
 
     def __init__(
         self,
-        url: str,
+        url: RedisLike,
         flush_interval_s: float = 0.01,
         max_pending: int = 200_000,
         retry_max_s: float = 5.0,
@@ -237,7 +356,7 @@ class RedisStore:
         self._client: Optional[Client] = None  # connected by the first flush (Redis may be down now)
         self._stale_slots = False  # the cluster answered MOVED/ASK/TRYAGAIN/CLUSTERDOWN
         self._pending: dict[str, Write] = {}
-        self._streams: list[Union[StreamAdd, Publish]] = []  # appended, never coalesced
+        self._streams: list[Union[StreamAdd, Publish, StreamPurge]] = []  # appended, never coalesced
         self._lock = threading.Condition()
         self._flush_lock = threading.Lock()
         self._closed = False
@@ -250,14 +369,13 @@ class RedisStore:
     def add(self, writes: Iterable[Write]) -> None:
         """Queue writes; the newest write per key wins. Blocks while too many wait."""
         if self.on_add is not None:
-            writes = list(writes)
-            writes.extend(self.on_add(writes))
+            writes = self._with_hook(writes)
         with self._lock:
             while len(self._pending) >= self.max_pending and not self._closed:
                 self._lock.wait(0.1)
             for w in writes:
                 kind = type(w)
-                if kind is StreamAdd or kind is Publish:
+                if kind is StreamAdd or kind is Publish or kind is StreamPurge:
                     self._streams.append(w)
                 elif kind is ZAddCapped:
                     self._pending[w.key] = _merged(self._pending.get(w.key), w)
@@ -271,6 +389,23 @@ class RedisStore:
                 log.exception("flushing to Redis at %s failed", self.address)
             finally:
                 self._flush_lock.release()
+
+    def _with_hook(self, writes: Iterable[Write]) -> list[Write]:
+        # What on_add adds for some writes follows them, before any StreamPurge that
+        # comes after them (a forgotten user's notifications must not outlive the purge).
+        out: list[Write] = []
+        run: list[Write] = []
+        for w in writes:
+            if type(w) is StreamPurge:
+                out.extend(run)
+                out.extend(self.on_add(run))
+                out.append(w)
+                run = []
+            else:
+                run.append(w)
+        out.extend(run)
+        out.extend(self.on_add(run))
+        return out
 
     def flush(self) -> None:
         """Send everything pending now; retries until Redis takes it."""
@@ -344,7 +479,7 @@ class RedisStore:
             except Exception:  # pragma: no cover - logged, the next tick retries
                 log.exception("flushing to Redis at %s failed", self.address)
 
-    def _send(self, batch: dict[str, Write], streams: Sequence[Union[StreamAdd, Publish]]) -> None:
+    def _send(self, batch: dict[str, Write], streams: Sequence[Union[StreamAdd, Publish, StreamPurge]]) -> None:
         if self._client is None:
             self._client = connect(self.url)
         elif self._stale_slots and isinstance(self._client, RedisCluster):
@@ -449,6 +584,8 @@ def encode_commands(writes: Iterable[Write]) -> tuple[bytes, int]:
             else:
                 add(_command((b"DEL", key)))
         elif kind is ZAddCapped:
+            if w.fresh:
+                add(_command((b"DEL", key)))
             args = [b"ZADD", key]
             for member, score in w.members:
                 args.append(repr(float(score)).encode())
@@ -457,6 +594,10 @@ def encode_commands(writes: Iterable[Write]) -> tuple[bytes, int]:
             add(_command((b"ZREMRANGEBYRANK", key, b"0", b"%d" % -(w.cap + 1))))
             if w.ttl_s:
                 add(_command((b"EXPIRE", key, b"%d" % w.ttl_s)))
+        elif kind is Delete:
+            add(_command((b"DEL", key)))
+        elif kind is StreamPurge:
+            add(_command((b"EVAL", _PURGE_SCRIPT, b"1", key, w.name.encode(), w.value.encode())))
         elif kind is HashSet:
             args = [b"HSET", key]
             for name, value in w.fields:
@@ -512,7 +653,7 @@ class WorkerStores:
         (see :class:`RedisStore`): each worker's store gets hooks of its own.
     """
 
-    def __init__(self, url: str, flush_interval_s: float = 0.01, on_store: Optional[Callable[[RedisStore], None]] = None,
+    def __init__(self, url: RedisLike, flush_interval_s: float = 0.01, on_store: Optional[Callable[[RedisStore], None]] = None,
                  hooks: Optional[Callable[[], tuple[Optional[Callable], Optional[Callable]]]] = None) -> None:
         self.url = url
         self.flush_interval_s = flush_interval_s
@@ -607,9 +748,9 @@ class RedisSink(FixedPartitionedSink[Write, None]):
         return _StorePartition(self.stores)
 
 
-def ping(url: str, timeout_s: float = 3.0) -> Optional[str]:
+def ping(url: RedisLike, timeout_s: float = 3.0) -> Optional[str]:
     """None when Redis (or the Redis Cluster) at ``url`` answers, else a sentence saying
-    what went wrong; it names the server without the URL's credentials.
+    what went wrong and what to do; it names the server without the URL's credentials.
 
     >>> ping("redis://pulse:s3cret@127.0.0.1:1/0")  # doctest: +ELLIPSIS
     'cannot reach Redis at 127.0.0.1:1/0: Error ... connecting to 127.0.0.1:1. Connection refused.'
@@ -619,5 +760,17 @@ def ping(url: str, timeout_s: float = 3.0) -> Optional[str]:
         client.ping()
         client.close()
     except (redis.RedisError, RedisClusterException, OSError, ValueError) as err:
-        return f"cannot reach Redis at {address(url)}: {masked(str(err), url)}"
+        problem = masked(str(err), url)
+        return f"cannot reach Redis at {address(url)}: {problem}{_hint(problem)}"
     return None
+
+
+def _hint(problem: str) -> str:
+    if "CERTIFICATE_VERIFY_FAILED" in problem:
+        return (" (the server's certificate is not signed by a CA this machine trusts: "
+                "set PULSE_REDIS_TLS_CA_FILE to the CA's certificate)")
+    if "WRONGPASS" in problem or "invalid username-password" in problem or "NOAUTH" in problem:
+        return " (check the user and password: in the URL, or PULSE_REDIS_USERNAME and PULSE_REDIS_PASSWORD[_FILE])"
+    if "Connection reset" in problem or "Connection closed by server" in problem:
+        return " (a TLS port answered a plain connection, or the reverse? use rediss:// for TLS)"
+    return ""

@@ -10,9 +10,10 @@ every user's key. Each entry carries the user's id and the new list's ``recomm_i
 every list written through the store it adds a :class:`~pulse.state.store.Publish`. In a
 run of one worker (a replay's determinism guarantee), entry ids come from event time
 like ``pulse:anomalies``'s, ``<ms>-<seq>``, never decreasing: replaying the same log gives
-the same stream, and Redis refuses the entries a resumed or repeated replay sends again.
-With several workers or processes, which write to the one stream at once, the server
-numbers the entries (``*``).
+the same stream, and Redis refuses the entries a repeated replay sends again. With
+several workers or processes, which write to the one stream at once, and in a resumed
+run (whose numbering would restart within a millisecond another list already took), the
+server numbers the entries (``*``).
 
 Example:
 

@@ -1,5 +1,5 @@
-"""Per-user state kept by the dataflow's user step: dedup, windows, the profile and the
-rule-based segments (:mod:`pulse.state.rules`).
+"""Per-user state kept by the dataflow's user step: dedup, windows, the profile, the
+rule-based segments (:mod:`pulse.state.rules`) and the bot rules (:mod:`pulse.state.bots`).
 
 One :class:`UserState` exists per active user, on the worker that owns the user's key,
 so it is laid out for size (about 1.3 KiB for a user of five events, 10 KiB for one of
@@ -27,6 +27,7 @@ from typing import NamedTuple, Optional
 
 from pulse.operators.events import Event
 from pulse.operators.windows import UserWindows, WindowAgg, stable_hash
+from pulse.state.bots import BotRuleConfig, BotRules
 from pulse.state.profile import ProfileConfig, UserProfile, compact_config, restore_config
 from pulse.state.rules import EnthusiastRules, RuleConfig
 
@@ -35,6 +36,7 @@ from pulse.state.rules import EnthusiastRules, RuleConfig
 class UserConfig:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     rules: RuleConfig = field(default_factory=RuleConfig)
+    bots: BotRuleConfig = field(default_factory=BotRuleConfig)
     dedup_capacity: int = 1_024
     tumbling_s: tuple[int, ...] = (60, 3600)
     session_gap_s: int = 1800
@@ -51,6 +53,9 @@ class Learned(NamedTuple):
     weight: float
     closed: list[WindowAgg]
     late: bool
+    #: the bot rules' new verdict when it changed at this event (why the user is taken
+    #: for a bot, or "" when no longer), else None
+    bot: Optional[str] = None
 
 
 class EventIds(bytearray):
@@ -97,7 +102,7 @@ def _digest(event_id: str) -> bytes:
 class UserState:
     """Everything the user step remembers about one user."""
 
-    __slots__ = ("config", "user_id", "event_ids", "windows", "profile", "rules", "profile_sent_at", "profile_dirty")
+    __slots__ = ("config", "user_id", "event_ids", "windows", "profile", "rules", "bots", "profile_sent_at", "profile_dirty")
 
     def __init__(self, config: UserConfig) -> None:
         self.config = config
@@ -106,6 +111,7 @@ class UserState:
         self.windows = UserWindows(config.tumbling_s, config.session_gap_s, config.allowed_lateness_s)
         self.profile = UserProfile(config.profile)
         self.rules = EnthusiastRules(config.rules)
+        self.bots: Optional[BotRules] = None  # made when a user first looks hurried (BotRuleConfig.starts_tracking)
         self.profile_sent_at: Optional[int] = None
         self.profile_dirty = False
 
@@ -113,11 +119,18 @@ class UserState:
         self.user_id = ev.user_id
         if ev.event_id is not None and not self.event_ids.add(ev.event_id, self.config.dedup_capacity):
             return Learned(True, 0.0, [], False)
+        last_seen = self.profile.last_seen
         weight = self.profile.learn_one(ev)
         self.rules.learn_one(ev)
         closed, late = self.windows.learn_one(ev)
         self.profile_dirty = True  # (rule segments can only change here too)
-        return Learned(False, weight, closed, bool(late))
+        if self.bots is None:
+            if not self.config.bots.starts_tracking(ev, last_seen):
+                return Learned(False, weight, closed, bool(late))
+            self.bots = BotRules(self.config.bots)
+        before = self.bots.reason
+        after = self.bots.learn_one(ev)
+        return Learned(False, weight, closed, bool(late), after if after != before else None)
 
     def profile_due(self, now: int) -> bool:
         """Whether the profile should be re-sent now (debounced in event time)."""

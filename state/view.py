@@ -48,6 +48,7 @@ import orjson
 from pulse.operators.recommend import BlendConfig, Candidates, ListPool, Scratch, warm_up
 from pulse.state.covisit import ItemIndex
 from pulse.state.keys import KeySchema
+from pulse.state.store import RedisLike, connect
 
 if TYPE_CHECKING:  # pragma: no cover
     from pulse.state.engine import Engine
@@ -156,7 +157,7 @@ class LocalView:
 class RemoteView:
     """The models as the model step last wrote them to Redis (see the module docstring).
 
-    :arg url: the Redis the flow writes to.
+    :arg url: the Redis the flow writes to (a URL or a :class:`~pulse.state.store.RedisTarget`).
     :arg keys: its key schema.
     :arg config: the blend (list length, weights).
     :arg seed_recency: how much less each older seed counts.
@@ -165,11 +166,10 @@ class RemoteView:
         it was last fetched.
     """
 
-    def __init__(self, url: str, keys: KeySchema, config: BlendConfig, seed_recency: float = 0.9,
+    def __init__(self, url: RedisLike, keys: KeySchema, config: BlendConfig, seed_recency: float = 0.9,
                  seed_items: int = 8, refresh_s: float = 0.2, max_age_s: float = 1.0) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self.redis_at = url
+        self._client = None  # connected by the first refresh (Redis may be down now)
         self.keys = keys
         self.config = config
         self.seed_factors = [seed_recency**k for k in range(seed_items)]
@@ -273,7 +273,9 @@ class RemoteView:
             segs |= {n for k, n in self._heads if k == "segment"}
         depth = 2 * self.config.k
         keys = self.keys
-        pipe = self.client.pipeline(transaction=False)
+        if self._client is None:
+            self._client = connect(self.redis_at, socket_timeout=10, socket_connect_timeout=5)
+        pipe = self._client.pipeline(transaction=False)
         for name in names:
             pipe.get(keys.nbrs(name))
         heads = [("trending", "", keys.trending)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -42,13 +43,23 @@ def run_script(*args: str, timeout: float = 600) -> dict:
 
 
 class KafkaBroker:
-    """Handle on a broker run by scripts/kafka_local.py in ``dir``."""
+    """Handle on a broker run by scripts/kafka_local.py in ``dir``: a PLAINTEXT listener
+    at ``bootstrap`` and a SASL_PLAINTEXT one (mechanism PLAIN) at ``sasl_bootstrap``,
+    accepting ``sasl_user`` with ``sasl_password``."""
 
     def __init__(self, dir: Path):
         self.dir = Path(dir)
         self.bootstrap: str = ""
+        self.sasl_bootstrap: str = ""
+        self.sasl_user = "pulse"
+        self.sasl_password = "Sasl-" + secrets.token_hex(12)
         self.pid: int | None = None
         self.log: str = ""
+
+    def sasl_config(self, password: str | None = None) -> dict:
+        """librdkafka settings of a client of the SASL listener (``password`` to try another)."""
+        return {"bootstrap.servers": self.sasl_bootstrap, "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                "sasl.username": self.sasl_user, "sasl.password": password or self.sasl_password}
 
     @property
     def port(self) -> int:
@@ -56,13 +67,17 @@ class KafkaBroker:
 
     def start(self, timeout: float = 120) -> "KafkaBroker":
         """Start (or restart after stop(): same port, same data dir) and wait until ready."""
+        password_file = self.dir / "sasl-password"
+        password_file.write_text(self.sasl_password)
         args = ["start", "--dir", str(self.dir), "--fast-startup",
-                "--owner-pid", str(os.getpid()), "--timeout", str(timeout)]
+                "--owner-pid", str(os.getpid()), "--timeout", str(timeout),
+                "--sasl-user", self.sasl_user, "--sasl-password-file", str(password_file)]
         info = run_script(*args, timeout=timeout + 60)
         if self.bootstrap and info["bootstrap"] != self.bootstrap:
             raise KafkaLocalError(
                 f"restart moved the broker: {self.bootstrap} -> {info['bootstrap']}")
         self.bootstrap, self.pid, self.log = info["bootstrap"], info["pid"], info["log"]
+        self.sasl_bootstrap = info["sasl_bootstrap"]
         return self
 
     def stop(self, timeout: float = 30) -> None:

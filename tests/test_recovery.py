@@ -174,3 +174,34 @@ def test_a_recovery_store_of_another_layout_is_refused_clearly(logs, redis_serve
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "another dataflow layout" in err.decode() and "start a new --recovery directory" in err.decode()
+
+
+def test_a_run_on_a_used_recovery_store_counts_as_resumed(tmp_path):
+    from pulse.flows.replay import prepare_recovery
+
+    store = tmp_path / "store"
+    assert prepare_recovery(store, 2).resumed is False
+    assert prepare_recovery(store, 2).resumed is True
+    assert prepare_recovery(store, 2, create=False).resumed is True  # (a cluster's other processes)
+
+
+def test_a_resumed_run_announces_on_server_numbered_ids(logs, reference, redis_server, tmp_path):
+    # A resume numbers its lists afresh: event-time ids could fall on ids the crashed run
+    # already gave other lists, and Redis would refuse them (lists never announced).
+    single, _ = logs
+    url = fresh(redis_server.url(56))
+    r = redis.Redis.from_url(url)
+    store = tmp_path / "recovery"
+    proc = pulse("replay", single, "--redis", url, "--recovery", store, "--snapshot-s", "0.3")
+    deadline = time.monotonic() + 120
+    while r.xlen("pulse:updates") < 50 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the replay ended before it could be killed"
+    kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL
+    before = {i for i, _ in r.xrange("pulse:updates")}
+    assert all(int(i.split(b"-")[0]) < 1_780_000_000_000 for i in before)  # event time (January 2026)
+    finish(pulse("replay", single, "--redis", url, "--recovery", store, "--snapshot-s", "0.3"))
+    after = [i for i, _ in r.xrange("pulse:updates") if i not in before]
+    assert after and all(int(i.split(b"-")[0]) >= 1_780_000_000_000 for i in after)  # the server's clock
+    assert announced(dump_redis(url)) >= announced(reference["single"], since=min(before))

@@ -45,6 +45,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 from pulse import __version__
 from pulse.client import PulseClient
+from pulse.state.store import RedisLike, target
 
 HERE = Path(__file__).resolve().parent
 TOKEN_COOKIE = "pulse_token"
@@ -92,9 +93,12 @@ def overview(stats: list[dict]) -> dict:
     return total
 
 
-def create_app(redis_url: str, prefix: str = "pulse", token: Optional[str] = None) -> FastAPI:
-    """The dashboard and API over the Redis at ``redis_url`` (see the module docstring)."""
+def create_app(redis_url: RedisLike, prefix: str = "pulse", token: Optional[str] = None) -> FastAPI:
+    """The dashboard and API over the Redis at ``redis_url`` (a URL, or a
+    :class:`~pulse.state.store.RedisTarget` with an ACL user and TLS files; see the module
+    docstring)."""
     client = PulseClient(redis_url, prefix)
+    redis_at = target(redis_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -218,7 +222,7 @@ def create_app(redis_url: str, prefix: str = "pulse", token: Optional[str] = Non
                 await ws.close(code=1008, reason="this Pulse dashboard needs its token")
                 return
         await ws.accept()
-        sub = aioredis.Redis.from_url(redis_url)
+        sub = aioredis.Redis.from_url(redis_at.url, **redis_at.client_options())
         pubsub = sub.pubsub()
         await pubsub.subscribe(keys.updates)
         stats_due = 0.0
