@@ -47,7 +47,7 @@ def make_format(name: str, path: Path) -> Format:
 
 #: the layout of the dataflow's snapshots (its steps and their state); a recovery store
 #: written by another layout cannot be resumed
-RECOVERY_LAYOUT = 5
+RECOVERY_LAYOUT = 6
 LAYOUT_FILE = "pulse-recovery.json"
 
 

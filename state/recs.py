@@ -125,13 +125,13 @@ _NO_NUMBERS = np.zeros(0, dtype=np.int64)
 class UserRecs:
     """What the list step remembers of a user."""
 
-    __slots__ = ("recent", "seen", "purchased", "categories", "recs_at", "recs_due", "recs_n", "last_ts",
+    __slots__ = ("recent", "seen", "_purchased", "categories", "recs_at", "recs_due", "recs_n", "last_ts",
                  "segment", "traits", "_anomaly", "known")
 
     def __init__(self, max_seen: int = 2_000) -> None:
         self.recent: list[str] = []  # recent distinct items, newest last
         self.seen = ItemSet(max_seen)
-        self.purchased = ItemSet(max_seen)
+        self._purchased: Optional[ItemSet] = None  # (made at the first purchase: most users never buy)
         self.categories: tuple[tuple[str, float], ...] = ()  # strongest first
         self.recs_at: Optional[int] = None
         self.recs_due: Optional[int] = None
@@ -144,6 +144,16 @@ class UserRecs:
         # verdict.
         self._anomaly: Union[None, float, dict] = None
         self.known = False  # whether the model step has had an update of this user
+
+    @property
+    def purchased(self) -> ItemSet:
+        """The items the user bought (do not add to it: see :meth:`add_purchase`)."""
+        return self._purchased if self._purchased is not None else _NOTHING_BOUGHT
+
+    def add_purchase(self, item: str) -> None:
+        if self._purchased is None:
+            self._purchased = ItemSet(self.seen.capacity)
+        self._purchased.add(item)
 
     @property
     def anomaly(self) -> dict:
@@ -168,6 +178,9 @@ class UserRecs:
     def flagged(self) -> bool:
         return type(self._anomaly) is dict and self._anomaly["flagged"]
 
+
+#: the purchases of a user who bought nothing (shared, never added to)
+_NOTHING_BOUGHT = ItemSet(0)
 
 #: the verdict of a user the anomaly detector has not judged yet
 NOT_FLAGGED = {"score": 0.0, "flagged": False}
@@ -242,7 +255,7 @@ class Recommender:
                         del recent[0]
             st.seen.add(item)
             if up.purchase:
-                st.purchased.add(item)
+                st.add_purchase(item)
         if up.ts > st.last_ts:
             st.last_ts = up.ts
         if not self.write_recs:
