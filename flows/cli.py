@@ -179,6 +179,7 @@ def replay(
     addresses: Optional[str] = typer.Option(None, help="Every cluster process's host:port, ';'-separated, the same list and order on all hosts."),
     recovery: Optional[Path] = typer.Option(None, help="Recovery store directory: snapshot state and resume from it after a crash (created on first use)."),
     snapshot_s: float = typer.Option(10.0, "--snapshot-s", help="Seconds between recovery snapshots (epoch length).", min=0.1),
+    stats: Optional[bool] = typer.Option(None, "--stats/--no-stats", help="Write the run's stats hash pulse:stats:{<process>} for the dashboard and the monitor (wall-clock rates; default off: env PULSE_REPLAY_STATS)."),
     prefix: Optional[str] = PrefixOpt,
     config: Optional[Path] = ConfigOpt,
     metrics_port: Optional[int] = MetricsPortOpt,
@@ -191,6 +192,8 @@ def replay(
     from pulse.state.store import ping
 
     settings = _settings(config, redis, prefix)
+    if stats is not None:
+        settings = settings.model_copy(update={"replay_stats": stats})
     redis_at = _redis(settings, "pass --redis redis://HOST:PORT/DB or set PULSE_REDIS_URL (`pulse demo` starts an embedded one)")
     problem = ping(redis_at)
     if problem:
@@ -206,6 +209,8 @@ def replay(
         for flag, value in (("--dlq", dlq), ("--late", late), ("--recovery", recovery), ("--prefix", prefix), ("--config", config)):
             if value is not None:
                 args += [flag, str(value)]
+        if stats is not None:
+            args.append("--stats" if stats else "--no-stats")
         try:
             if recovery is not None:  # created once, here, before the processes race for it
                 from pulse.flows.replay import prepare_recovery
@@ -258,6 +263,7 @@ def demo(
     settings = _settings(None, redis, None)
     if "PULSE_RECENT_EVENTS" not in os.environ:
         settings = settings.model_copy(update={"recent_events": 10})  # the dashboard's user pages show them
+    settings = settings.model_copy(update={"replay_stats": True})  # the dashboard's overview shows the run
     server = None
     if settings.redis_url:
         url = _redis(settings)

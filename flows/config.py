@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     updates: bool = Field(True, description="announce every list written on the pulse:updates stream and Pub/Sub channel")
     updates_maxlen: int = Field(10_000, description="the pulse:updates stream is capped at about this many entries")
     # the data-quality monitor (pulse:stats:{<process>}, the dashboard, the log, pulse_monitor_alert)
+    replay_stats: bool = Field(False, description="replays also write the run's stats hash pulse:stats:{<process>} (wall-clock rates: "
+                               "off by default, so that a replay's Redis contents are a function of the log; live runs always write it)")
     monitor_interval_s: float = Field(1.0, description="seconds between the monitor's samples")
     monitor_window_s: float = Field(10.0, description="the monitor checks rates over this many seconds")
     monitor_dlq_share_max: float = Field(0.10, description="alert when one dead-letter reason takes more than this share of records")

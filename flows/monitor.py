@@ -115,13 +115,17 @@ class Monitor:
     :arg lag: live runs: the consumer lag (records behind the topic's end), or None.
     :arg freshness: live runs: recent freshness values in seconds (filled by
         :func:`pulse.flows.metrics.flush_hook`).
+    :arg write_stats: write the stats hash (else only the log and the metrics hear of
+        alerts).
     """
 
     def __init__(self, redis_url: RedisLike, keys: KeySchema, counters: Counters, events_in: Callable[[], int],
                  thresholds: Thresholds = Thresholds(), interval_s: float = 1.0, window_s: float = 10.0,
                  mode: str = "replay", process: int = 0, processes: int = 1, run_id: Optional[str] = None,
-                 lag: Optional[Callable[[], Optional[int]]] = None, freshness: Optional[deque] = None) -> None:
+                 lag: Optional[Callable[[], Optional[int]]] = None, freshness: Optional[deque] = None,
+                 write_stats: bool = True) -> None:
         self.url = redis_url
+        self.write_stats = write_stats
         self.keys = keys
         self.counters = counters
         self.events_in = events_in
@@ -213,6 +217,8 @@ class Monitor:
             values = sorted(self.freshness)
             fields["freshness_p50_ms"] = round(values[len(values) // 2] * 1000, 1)
             fields["freshness_p95_ms"] = round(values[min(len(values) - 1, int(len(values) * 0.95))] * 1000, 1)
+        if not self.write_stats:
+            return fields
         key = self.keys.stats(self.process)
         pipe = self._client.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)

@@ -212,7 +212,8 @@ def replay(
     gc.set_threshold(settings.gc_threshold, 50, 1000)
     gc.collect()
     gc.freeze()
-    monitor = Monitor.of_run(settings, redis_url, counters, lambda: source.progress.records, "replay", addresses, process_id)
+    monitor = Monitor.of_run(settings, redis_url, counters, lambda: source.progress.records, "replay", addresses, process_id,
+                             write_stats=settings.replay_stats)
     monitor.start()
     started = time.perf_counter()
     try:

@@ -27,7 +27,7 @@ def dashboard(tmp_path_factory, redis_server):
     url = redis_server.url(43)
     client = redis.Redis.from_url(url)
     client.flushdb()
-    replay(path, "native", Settings(recent_events=5), url)
+    replay(path, "native", Settings(recent_events=5, replay_stats=True), url)
     serve = Serve(url)
     yield url, client, serve
     serve.stop()
@@ -94,7 +94,7 @@ def test_a_users_page_changes_without_a_reload_when_more_events_are_replayed(das
     log = tmp_path / "more.jsonl"
     write_log(str(log), [orjson.dumps({"user_id": user, "type": "view", "ts": later + k * 5_000, "item_id": item})
                          for k, item in enumerate(top)])
-    replaying = threading.Thread(target=replay, args=(log, "native", Settings(recent_events=5), url))
+    replaying = threading.Thread(target=replay, args=(log, "native", Settings(recent_events=5, replay_stats=True), url))
     replaying.start()
     page.wait_for_function(f"document.getElementById('recomm-id').textContent !== {orjson.dumps(old_id).decode()}", timeout=60_000)
     page.wait_for_selector("#updated:not([hidden])")

@@ -49,7 +49,7 @@ def written(tmp_path_factory, redis_server):
 
     thread = threading.Thread(target=listen)
     thread.start()
-    summary = replay(path, "native", Settings(recent_events=5), url)
+    summary = replay(path, "native", Settings(recent_events=5, replay_stats=True), url)
     stop.set()
     thread.join()
     return url, client, summary, messages, lines
@@ -156,6 +156,18 @@ def test_the_client_follows_updates_from_a_stream_id(written):
     after = entries[-4][0].decode()
     got = list(pulse.updates(last_id=after, block_ms=100))
     assert [u["id"] for u in got] == [i.decode() for i, _ in entries[-3:]]
+
+
+def test_a_replay_writes_no_stats_hash_unless_asked(tmp_path, redis_server):
+    # (its wall-clock rates would make a replay's Redis contents differ run to run)
+    lines, _ = generate(users=20, items=30, events=300, seed=5, days=1)
+    path = tmp_path / "events.jsonl"
+    write_log(str(path), lines)
+    url = redis_server.url(57)
+    redis.Redis.from_url(url).flushdb()
+    replay(path, "native", Settings(), url)
+    keys = redis.Redis.from_url(url).keys("*")
+    assert keys and not [k for k in keys if k.startswith(b"pulse:stats:")]
 
 
 def test_the_stats_hash_has_the_runs_final_counters(written):

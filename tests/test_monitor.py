@@ -64,7 +64,7 @@ def dirty_replay(tmp_path_factory, redis_server):
 def test_a_dirty_log_shows_its_alert_in_the_stats_the_log_and_the_metrics(dirty_replay, caplog):
     path, url = dirty_replay
     with caplog.at_level(logging.WARNING, logger="pulse.monitor"):
-        replay(path, "native", Settings(monitor_dlq_share_max=0.02), url)
+        replay(path, "native", Settings(monitor_dlq_share_max=0.02, replay_stats=True), url)
     (stats,) = PulseClient(url).stats()
     checks = {a["check"] for a in stats["alerts"]}
     assert any(c.startswith("dead_letters:") for c in checks)
@@ -75,7 +75,7 @@ def test_a_dirty_log_shows_its_alert_in_the_stats_the_log_and_the_metrics(dirty_
 
 def test_thresholds_come_from_the_environment(dirty_replay, tmp_path):
     path, url = dirty_replay
-    env = {"PULSE_MONITOR_DLQ_SHARE_MAX": "0.99", "PATH": "/usr/bin:/bin"}
+    env = {"PULSE_MONITOR_DLQ_SHARE_MAX": "0.99", "PULSE_REPLAY_STATS": "1", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "pulse", "replay", str(path), "--redis", url], capture_output=True, text=True,
                          timeout=300, env=env)
     assert out.returncode == 0, out.stderr

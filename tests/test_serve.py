@@ -38,7 +38,7 @@ def replayed(tmp_path_factory, redis_server):
     url = redis_server.url(42)
     client = redis.Redis.from_url(url)
     client.flushdb()
-    replay(path, "native", Settings(recent_events=5), url)
+    replay(path, "native", Settings(recent_events=5, replay_stats=True), url)
     user = sorted(k.decode() for k in client.scan_iter(match="pulse:user:*:recs"))[0].split("{")[1].split("}")[0]
     item = orjson.loads(client.get(f"pulse:user:{{{user}}}:recs"))["items"][0]["item_id"]
     return url, client, user, item
