@@ -433,6 +433,7 @@ def run_cmd(
     dlq_topic: Optional[str] = typer.Option(None, "--dlq-topic", help="Send dead letters here (original payload; reason in pulse-* headers); without it they are only counted."),
     redis: Optional[str] = RedisOpt,
     recovery: Optional[Path] = typer.Option(None, "--recovery", help="Directory of Bytewax recovery snapshots (created and initialised if new); a restart resumes from it.", file_okay=False),
+    snapshot_s: float = typer.Option(10.0, "--snapshot-s", help="Seconds between recovery snapshots (epoch length): what a restart after a crash reads again.", min=0.1),
     max_events: Optional[int] = typer.Option(None, "--max-events", help="Stop after this many records (tests, benchmarks).", min=1),
     idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="Stop after this many seconds without a new record (tests, benchmarks).", min=0.1),
     format: str = FormatOpt,
@@ -462,7 +463,8 @@ def run_cmd(
         _metrics(metrics_port, metrics_host)
         result = run_live(kafka, topic, settings, redis_at, dlq_topic, str(recovery) if recovery else None,
                           max_events, idle_exit, fmt_name=format, group_id=group, connect_timeout_s=connect_timeout,
-                          workers=workers, addresses=address_list, process_id=process_id or 0)
+                          workers=workers, addresses=address_list, process_id=process_id or 0,
+                          epoch_interval_s=snapshot_s)
     except _live_errors() as e:
         _fail(str(e))
     _print_summary(result)
