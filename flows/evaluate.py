@@ -208,7 +208,7 @@ def evaluate(
             prior = sum(st.profile.counts.values())
             rec_state = recs_states.get(user)
             if rec_state is None:
-                rec_state = recs_states[user] = UserRecs(engine_config.max_seen)
+                rec_state = recs_states[user] = recommender.new_state()
             seen = rec_state.seen.ids
             repeat = item in seen
             t0, c0 = clock(), cpu()
@@ -230,7 +230,7 @@ def evaluate(
         else:
             rec_state = recs_states.get(user)
             if rec_state is None:
-                rec_state = recs_states[user] = UserRecs(engine_config.max_seen)
+                rec_state = recs_states[user] = recommender.new_state()
             affinities = tuple(st.profile_doc(ev.ts)["categories"].items())[:3] if st.profile_due(ev.ts) else None
             up = ModelUpdate.of(ev, learned.weight, summarize(learned.closed, engine_config.model_windows), affinities,
                                 learned.bot)

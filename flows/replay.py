@@ -23,6 +23,7 @@ from pulse.flows.pipeline import RunHandles, build_flow, encode_dead_letter, enc
 from pulse.flows.sources import JsonlSink, RecordedLogSource
 from pulse.operators.formats import FORMATS, Format, movielens_genres
 from pulse.operators.steps import StepOptions
+from pulse.state.distinct import DistinctHashes
 from pulse.state.store import RedisLike
 
 
@@ -47,7 +48,7 @@ def make_format(name: str, path: Path) -> Format:
 
 #: the layout of the dataflow's snapshots (its steps and their state); a recovery store
 #: written by another layout cannot be resumed
-RECOVERY_LAYOUT = 6
+RECOVERY_LAYOUT = 7
 LAYOUT_FILE = "pulse-recovery.json"
 
 
@@ -132,9 +133,9 @@ def step_options(settings: Settings, live: bool = False, snapshots: bool = False
 
 def summary(handles: RunHandles, events_in: int, seconds: float) -> dict:
     c = handles.counters
-    users: set = set()
+    users = DistinctHashes()
     for store in handles.stores:
-        users |= store.stats.profile_hashes
+        users = users.union(store.stats.profile_hashes)
     return {
         "events_in": events_in,
         "events_ok": c.events_ok,

@@ -39,7 +39,7 @@ from pulse.operators.order import BlockOrder, Coverage, SequencedMerge, coverage
 from pulse.operators.recent import recent_event_writes
 from pulse.operators.windows import summarize
 from pulse.state.engine import Engine, EngineConfig, ItemUpdate, ModelUpdate, iso_ms
-from pulse.state.recs import Recommender, UserRecs
+from pulse.state.recs import Recommender
 from pulse.state.river_models import RiverModels, Verdict
 from pulse.state.privacy import pseudonym
 from pulse.state.store import Delete, Put, StreamAdd, StreamPurge, Write
@@ -321,7 +321,7 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
         if resume is not None:
             self.recs, self.verdicts, self.waiting = resume
         else:
-            self.recs = UserRecs(options.engine.max_seen)
+            self.recs = outputs.recommender.new_state()
             self.verdicts: Optional[_Verdicts] = None
             #: the user's updates, in order, from the first one whose verdict is still to come
             self.waiting: Optional[list[ModelUpdate]] = None
@@ -354,7 +354,7 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             self.user_id = up.user_id
             if up.forget:
                 w, item_update = self.outputs.recommender.forget(up)
-                self.recs = UserRecs(self.options.engine.max_seen)
+                self.recs = self.outputs.recommender.new_state()
                 forgotten = True
             else:
                 if view is None:

@@ -22,7 +22,7 @@ Example:
 >>> from pulse.state.view import LocalView
 >>> from pulse.operators.events import Event
 >>> eng = Engine(EngineConfig(recs_interval_s=0))
->>> recs, st = Recommender(eng.config), UserRecs()
+>>> recs = Recommender(eng.config); st = recs.new_state()
 >>> up = ModelUpdate.of(Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ())
 >>> writes, item_update = recs.learn_update(st, up, None, LocalView(eng))
 >>> [w.key for w in writes], item_update.recent
@@ -32,8 +32,9 @@ Example:
 
 from __future__ import annotations
 
+import struct
 import sys
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import orjson
@@ -123,16 +124,21 @@ _NO_NUMBERS = np.zeros(0, dtype=np.int64)
 
 
 class UserRecs:
-    """What the list step remembers of a user."""
+    """What the list step remembers of a user. Laid out for size, as there is one per
+    user: ``seen`` only where lists exclude every seen item (``keep_seen``), the
+    purchases from the first one on, the strongest categories' names apart from their
+    affinities (packed doubles), segment names and traits shared between users."""
 
-    __slots__ = ("recent", "seen", "_purchased", "categories", "recs_at", "recs_due", "recs_n", "last_ts",
-                 "segment", "traits", "_anomaly", "known")
+    __slots__ = ("recent", "seen", "_purchased", "categories", "_affinities", "recs_at", "recs_due", "recs_n",
+                 "last_ts", "segment", "traits", "_anomaly", "known")
 
-    def __init__(self, max_seen: int = 2_000) -> None:
+    def __init__(self, max_seen: int = 2_000, keep_seen: bool = True) -> None:
         self.recent: list[str] = []  # recent distinct items, newest last
-        self.seen = ItemSet(max_seen)
+        #: the items seen (None where nothing reads them: see Recommender.new_state)
+        self.seen: Optional[ItemSet] = ItemSet(max_seen) if keep_seen else None
         self._purchased: Optional[ItemSet] = None  # (made at the first purchase: most users never buy)
-        self.categories: tuple[tuple[str, float], ...] = ()  # strongest first
+        self.categories: tuple[str, ...] = ()  # the strongest first
+        self._affinities = b""  # theirs, as doubles
         self.recs_at: Optional[int] = None
         self.recs_due: Optional[int] = None
         self.recs_n = 0
@@ -150,10 +156,20 @@ class UserRecs:
         """The items the user bought (do not add to it: see :meth:`add_purchase`)."""
         return self._purchased if self._purchased is not None else _NOTHING_BOUGHT
 
-    def add_purchase(self, item: str) -> None:
+    def add_purchase(self, item: str, capacity: int) -> None:
         if self._purchased is None:
-            self._purchased = ItemSet(self.seen.capacity)
+            self._purchased = ItemSet(capacity)
         self._purchased.add(item)
+
+    @property
+    def affinities(self) -> list[tuple[str, float]]:
+        """The user's strongest categories with their decayed affinities, strongest first."""
+        return list(zip(self.categories, struct.unpack(f"{len(self.categories)}d", self._affinities)))
+
+    @affinities.setter
+    def affinities(self, pairs: Sequence[tuple[str, float]]) -> None:
+        self.categories = tuple(sys.intern(c) for c, _ in pairs)
+        self._affinities = struct.pack(f"{len(pairs)}d", *(a for _, a in pairs))
 
     @property
     def anomaly(self) -> dict:
@@ -185,6 +201,18 @@ _NOTHING_BOUGHT = ItemSet(0)
 #: the verdict of a user the anomaly detector has not judged yet
 NOT_FLAGGED = {"score": 0.0, "flagged": False}
 
+#: segment traits as one shared tuple per distinct set (users hold the same few)
+_TRAITS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared_traits(traits: tuple[str, ...]) -> tuple[str, ...]:
+    shared = _TRAITS.get(traits)
+    if shared is None:
+        shared = tuple(sys.intern(t) for t in traits)
+        if len(_TRAITS) < 4_096:  # (rules give a handful; a bound all the same)
+            _TRAITS[shared] = shared
+    return shared
+
 
 class Recommender:
     """Keeps :class:`UserRecs` and writes users' lists and verdicts (see the module
@@ -198,6 +226,10 @@ class Recommender:
         self.seeds = config.recs_seed_items
         self.recent = max(config.recs_seed_items, config.covisit_window)
         self.write_recs = write_recs
+
+    def new_state(self) -> UserRecs:
+        """A new user's state (keeping the items seen only where lists exclude them)."""
+        return UserRecs(self.config.max_seen, keep_seen=self.config.blend.exclude_seen)
 
     def learn_update(self, st: UserRecs, up: ModelUpdate, verdict: Optional[Verdict], view) -> tuple[list[Put], ItemUpdate]:
         """Fold in one update and the River step's ``verdict`` of its windows (an update
@@ -214,7 +246,7 @@ class Recommender:
                 st.anomaly = anomaly
                 new_flag = new_flag or new
             if verdict.segment is not None:
-                st.segment, st.traits = verdict.segment, verdict.traits
+                st.segment, st.traits = sys.intern(verdict.segment), _shared_traits(verdict.traits)
             if (st.segment, st.traits, st.anomaly) != before and self.write_recs:
                 doc = {"user_id": up.user_id, "segment": st.segment, "segment_traits": list(st.traits), "anomaly": st.anomaly}
                 writes.append(Put(self.keys.verdict(up.user_id), orjson.dumps(doc), self.config.verdict_ttl_s))
@@ -223,7 +255,7 @@ class Recommender:
                 # windows close after the user's last event).
                 writes.append(self.recs_write(st, up.user_id, max(st.last_ts, up.ts), view))
         if up.affinities is not None:
-            st.categories = up.affinities
+            st.affinities = up.affinities
         item_update = ItemUpdate(up.user_id, up.event, up.item_id, up.category, up.ts, up.weight, tuple(st.recent),
                                  st.segment, st.flagged, new_flag, not st.known, up.src, up.seq)
         st.known = True
@@ -253,9 +285,10 @@ class Recommender:
                     recent.append(item)
                     if len(recent) > self.recent:  # (neither the seeds nor co-visitation reach further)
                         del recent[0]
-            st.seen.add(item)
+            if st.seen is not None:
+                st.seen.add(item)
             if up.purchase:
-                st.add_purchase(item)
+                st.add_purchase(item, self.config.max_seen)
         if up.ts > st.last_ts:
             st.last_ts = up.ts
         if not self.write_recs:
@@ -275,10 +308,16 @@ class Recommender:
     def recommend(self, st: UserRecs, user_id: str, now: int, view, blend: Optional[BlendConfig] = None) -> tuple[Optional[str], list[Rec]]:
         """The user's segment and current list as of event time ``now``."""
         blend = blend or self.config.blend
-        exclude = st.seen if blend.exclude_seen else st.purchased
+        if blend.exclude_seen:
+            if st.seen is None:
+                raise ValueError("a list that excludes every seen item needs a state that keeps them: "
+                                 "make it with Recommender.new_state() under a blend with exclude_seen=True")
+            exclude = st.seen
+        else:
+            exclude = st.purchased
         seeds = st.recent[: -self.seeds - 1 : -1]
         with view.lock:
-            parts = view.parts(seeds, st.categories, st.segment, st.flagged, now, blend)
+            parts = view.parts(seeds, st.affinities, st.segment, st.flagged, now, blend)
             cats = view.categories
             return st.segment, blend_parts(parts, blend, view.ids, (), view.item_categories, view.scratch,
                                            exclude.numbers(view.index), (cats.matrix, cats.count))

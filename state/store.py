@@ -65,6 +65,8 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from redis.cluster import RedisCluster
 from redis.exceptions import AskError, ClusterDownError, NoPermissionError, RedisClusterException, TryAgainError
 
+from pulse.state.distinct import DistinctHashes
+
 log = logging.getLogger("pulse.store")
 
 
@@ -191,7 +193,7 @@ class StoreStats:
     flushes: int = 0
     failures: int = 0
     #: hashes of the profile keys written (one per user: what the run summary counts)
-    profile_hashes: set = field(default_factory=set)
+    profile_hashes: DistinctHashes = field(default_factory=DistinctHashes)
 
 
 @dataclass(frozen=True)
@@ -493,9 +495,8 @@ class RedisStore:
         self.stats.flushes += 1
         self.stats.keys_written += len(writes) - sum(1 for w in streams if type(w) is Publish)  # notifications are no keys
         if self.track_users:
-            for key, w in batch.items():
-                if type(w) is Put and key.endswith("}:profile"):
-                    self.stats.profile_hashes.add(hash(key))  # (an int costs less than the id)
+            self.stats.profile_hashes.add_all(hash(key) for key, w in batch.items()
+                                              if type(w) is Put and key.endswith("}:profile"))
 
 
 def route(client: Client, writes: Sequence[Write]) -> list[tuple[redis.ConnectionPool, list[Write]]]:
