@@ -61,7 +61,7 @@ def page(browser):
 def a_user(client) -> tuple[str, list]:
     key = sorted(k.decode() for k in client.scan_iter(match="pulse:user:*:recs"))[0]
     doc = orjson.loads(client.get(key))
-    return doc["user_id"], [r["item_id"] for r in doc["items"]]
+    return key.split("{", 1)[1].rsplit("}", 1)[0], [r["item_id"] for r in doc["items"]]
 
 
 def test_looking_a_user_up_from_the_overview_shows_the_recommended_items(dashboard, page):
