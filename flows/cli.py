@@ -291,16 +291,16 @@ def demo(
         table = Table(title="Recommendations (first users)")
         for col in ("user", "segment", "top items (reason)"):
             table.add_column(col)
-        shown = 0
+        shown, example = 0, "<user_id>"
         for k in sorted(client.scan_iter(match=f"{keys.prefix}:user:*:recs", count=1000)):
             doc = orjson.loads(client.get(k))
             items = ", ".join(f"{r['item_id']} ({r['reason']})" for r in doc["items"][:4])
-            table.add_row(doc["user_id"], str(doc.get("segment")), items)
+            example = keys.user_of(k.decode())
+            table.add_row(example, str(doc.get("segment")), items)
             shown += 1
             if shown >= 5:
                 break
         err.print(table)
-        example = doc["user_id"] if shown else "<user_id>"
         err.print("Keys a frontend reads:")
         for name in (keys.recs(example), keys.profile(example), keys.verdict(example), keys.trending, keys.similar("<item_id>"),
                      keys.segments, keys.anomalies, keys.meta):

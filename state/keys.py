@@ -162,6 +162,17 @@ class KeySchema:
     def recent_events(self, user_id: str) -> str:
         return f"{self.prefix}:user:{{{_tag(user_id)}}}:events"
 
+    def user_of(self, key: str) -> str:
+        """The user id in one of this schema's per-user keys (the documents do not repeat it).
+
+        >>> KeySchema("shop1").user_of("shop1:user:{a:b}:recs")
+        'a:b'
+        """
+        head = f"{self.prefix}:user:{{"
+        if not key.startswith(head) or "}" not in key[len(head):]:
+            raise ValueError(f"{key!r} is not a per-user key under the prefix {self.prefix!r}")
+        return key[len(head):key.rindex("}")]
+
     def user_keys(self, user_id: str) -> tuple[str, ...]:
         """Every key Pulse keeps of one user (what forgetting the user deletes)."""
         return (self.recs(user_id), self.profile(user_id), self.verdict(user_id), self.recent_events(user_id))

@@ -17,6 +17,7 @@ from pulse.client import PulseClient
 from pulse.flows.config import Settings
 from pulse.flows.generate import generate, write_log
 from pulse.flows.replay import replay
+from pulse.state.keys import KeySchema
 from pulse.state.schema import contract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +109,7 @@ def test_every_user_with_a_list_has_its_latest_list_announced_on_the_stream(writ
     latest = {}
     for _, fields in client.xrange("pulse:updates"):
         latest[fields[b"user_id"].decode()] = fields[b"recomm_id"].decode()
-    lists = {k.decode().split("{", 1)[1].rsplit("}", 1)[0]: orjson.loads(client.get(k))["recomm_id"]
+    lists = {KeySchema().user_of(k.decode()): orjson.loads(client.get(k))["recomm_id"]
              for k in client.scan_iter(match="pulse:user:*:recs", count=1000)}
     assert lists and latest == lists
 

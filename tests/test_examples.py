@@ -14,6 +14,7 @@ import redis
 from pulse.flows.config import Settings
 from pulse.flows.generate import generate, write_log
 from pulse.flows.replay import replay
+from pulse.state.keys import KeySchema
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -41,7 +42,7 @@ def test_the_node_example_prints_a_users_list_as_redis_holds_it(replayed):
     url, client = replayed
     key = next(client.scan_iter(match="pulse:user:*:recs"))
     doc = orjson.loads(client.get(key))
-    user = key.decode().split("{", 1)[1].rsplit("}", 1)[0]
+    user = KeySchema().user_of(key.decode())
     out = subprocess.run([node(), str(EXAMPLES / "read_recs.mjs"), user, url], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     rows = [line.split("\t") for line in out.stdout.splitlines()]

@@ -43,7 +43,7 @@ def planted(tmp_path_factory, redis_server):
     client = redis.Redis.from_url(url)
     profiles = {}
     for key in client.scan_iter(match="pulse:user:*:profile", count=1000):
-        user = key.decode().split("{", 1)[1].rsplit("}", 1)[0]
+        user = KEYS.user_of(key.decode())
         verdict = orjson.loads(client.get(KEYS.verdict(user)))
         profiles[user] = {**orjson.loads(client.get(key)), **verdict}
     return truth, profiles, client, summary
