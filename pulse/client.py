@@ -106,6 +106,12 @@ class PulseClient:
         """Segment sizes, centroids, traits and drift."""
         return self._json(self.keys.segments)
 
+    def traits(self, segment: str) -> list[str]:
+        """What ``segment`` stands for, in words (``pulse:segments``; a user's verdict
+        names the segment only); [] for a segment not summarized yet."""
+        summary = self.segments()
+        return summary["segments"].get(segment, {}).get("traits", []) if summary else []
+
     def anomalies(self, count: int = 50) -> list[dict]:
         """The newest flagged users, newest first, each with its stream ``id``."""
         return [_entry(i, f) for i, f in self.redis.xrevrange(self.keys.anomalies, count=count)]

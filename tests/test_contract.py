@@ -140,6 +140,8 @@ def test_the_client_reads_what_redis_holds_without_the_key_schema(written):
     assert pulse.profile(user) == orjson.loads(client.get(f"pulse:user:{{{user}}}:profile"))
     assert pulse.verdict(user) == orjson.loads(client.get(f"pulse:user:{{{user}}}:segment"))
     assert pulse.recs("nobody") is None
+    name, described = sorted(orjson.loads(client.get("pulse:segments"))["segments"].items())[0]
+    assert pulse.traits(name) == described["traits"] and pulse.traits("no-such-segment") == []
     item = pulse.recs(user)["items"][0]["item_id"]
     assert pulse.similar(item) == orjson.loads(client.get(f"pulse:item:{{{item}}}:similar"))
     top = pulse.trending(k=5)

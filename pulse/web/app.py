@@ -273,9 +273,7 @@ def create_app(redis_url: RedisLike, prefix: str = "pulse", token: Optional[str]
             return page(request, "missing.html", 404, what=f"user {user_id!r}",
                         hint="Pulse has not seen this user, or the user's keys expired.")
         verdict = client.verdict(user_id)
-        # (a user's verdict names the segment; what it stands for is in pulse:segments)
-        described = (client.segments() or {}).get("segments", {}) if verdict and verdict["segment"] else {}
-        traits = described.get(verdict["segment"], {}).get("traits", []) if described else []
+        traits = client.traits(verdict["segment"]) if verdict and verdict["segment"] else []
         return page(request, "user.html", user_id=user_id, recs=recs, profile=profile, verdict=verdict, traits=traits,
                     events=client.recent_events(user_id, 20))
 
