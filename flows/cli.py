@@ -189,7 +189,7 @@ def replay(
     from pulse.flows.replay import UsageError, run_local_cluster
     from pulse.flows.replay import replay as run_replay
     from pulse.flows.sources import LogNotFound
-    from pulse.state.store import ping
+    from pulse.state.store import ping, stored_schema_problem
 
     settings = _settings(config, redis, prefix)
     if stats is not None:
@@ -198,6 +198,9 @@ def replay(
     problem = ping(redis_at)
     if problem:
         _fail(f"{problem}. Start Redis or point --redis at a running one.")
+    problem = stored_schema_problem(redis_at, settings.keys())
+    if problem:
+        _fail(problem)
     if (process_id is None) != (addresses is None):
         _fail("--process-id and --addresses go together: every process gets the same --addresses and its own --process-id")
     if processes > 1:
@@ -288,16 +291,16 @@ def demo(
         table = Table(title="Recommendations (first users)")
         for col in ("user", "segment", "top items (reason)"):
             table.add_column(col)
-        shown = 0
+        shown, example = 0, "<user_id>"
         for k in sorted(client.scan_iter(match=f"{keys.prefix}:user:*:recs", count=1000)):
             doc = orjson.loads(client.get(k))
             items = ", ".join(f"{r['item_id']} ({r['reason']})" for r in doc["items"][:4])
-            table.add_row(doc["user_id"], str(doc.get("segment")), items)
+            example = keys.user_of(k.decode())
+            table.add_row(example, str(doc.get("segment")), items)
             shown += 1
             if shown >= 5:
                 break
         err.print(table)
-        example = doc["user_id"] if shown else "<user_id>"
         err.print("Keys a frontend reads:")
         for name in (keys.recs(example), keys.profile(example), keys.verdict(example), keys.trending, keys.similar("<item_id>"),
                      keys.segments, keys.anomalies, keys.meta):
@@ -364,13 +367,16 @@ def serve(
     until Ctrl-C. It never writes to Redis."""
     import socket
 
-    from pulse.state.store import ping
+    from pulse.state.store import ping, stored_schema_problem
 
     settings = _settings(config, redis, prefix)
     redis_at = _redis(settings)
     problem = ping(redis_at)
     if problem:
         _fail(f"{problem}. Start Redis or point --redis at a running one.")
+    problem = stored_schema_problem(redis_at, settings.keys())
+    if problem:
+        _fail(problem)
     token = token or (settings.serve_token.get_secret_value() if settings.serve_token else None)
     with socket.socket() as probe:
         try:

@@ -509,7 +509,7 @@ def run_live(
     machine) a backlog read 1,000 per partition delayed the first of them by the whole
     batch's work (100-400 ms); 100 per partition costs no measurable throughput.
     """
-    from pulse.state.store import ping
+    from pulse.state.store import ping, stored_schema_problem
 
     # A live run's state grows for hours: full garbage collections of it stalled the
     # flow for up to 170 ms (measured); collect young objects far less often.
@@ -520,6 +520,9 @@ def run_live(
     problem = ping(redis_url)
     if problem:
         raise LiveError(f"{problem}. Start Redis or point --redis at a running one.")
+    problem = stored_schema_problem(redis_url, settings.keys())
+    if problem:
+        raise LiveError(problem)
 
     if control is None:
         control = StopControl(max_events, idle_exit_s)

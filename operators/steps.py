@@ -42,6 +42,7 @@ from pulse.state.engine import Engine, EngineConfig, ItemUpdate, ModelUpdate, is
 from pulse.state.recs import Recommender
 from pulse.state.river_models import RiverModels, Verdict
 from pulse.state.privacy import pseudonym
+from pulse.state.profile import profile_value
 from pulse.state.store import Delete, Put, StreamAdd, StreamPurge, Write
 from pulse.state.user import UserConfig, UserState
 
@@ -180,7 +181,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
     def _profile(self, doc: dict) -> Put:
         st = self.state
         keys = self.options.engine.keys
-        return Put(keys.profile(st.user_id), orjson.dumps({"user_id": st.user_id, **doc}), self.options.engine.profile_ttl_s)
+        return Put(keys.profile(st.user_id), profile_value(doc), self.options.engine.profile_ttl_s)
 
     def _forget(self, ev: Event, writes: list[Write]) -> ModelUpdate:
         # Everything of the user goes: the state now, the keys this step writes (after

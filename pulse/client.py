@@ -31,7 +31,7 @@ import orjson
 
 from pulse.state.keys import KeySchema
 from pulse.state.privacy import pseudonym
-from pulse.state.store import RedisLike, connect
+from pulse.state.store import RedisLike, connect, schema_problem
 
 
 class PulseClient:
@@ -42,12 +42,18 @@ class PulseClient:
     :arg prefix: the deployment's key prefix (``--prefix``; default ``pulse``).
     :arg pseudonymize_key: the flow's ``PULSE_PSEUDONYMIZE_KEY``, where it pseudonymizes
         user ids: the user ids given to the methods are then the site's own.
+    :raises ValueError: when ``pulse:meta`` says the keys are of another key schema
+        version than this client's (:func:`~pulse.state.store.schema_problem`).
     """
 
     def __init__(self, url: RedisLike, prefix: str = "pulse", pseudonymize_key: Optional[str] = None) -> None:
         self.keys = KeySchema(prefix)
         self.redis = connect(url)
         self.pseudonymize_key = pseudonymize_key
+        problem = schema_problem(self.redis, self.keys)
+        if problem:
+            self.redis.close()
+            raise ValueError(problem)
 
     def user_key_id(self, user_id: str) -> str:
         """The id Pulse stores ``user_id`` under: its pseudonym, or itself."""
@@ -61,15 +67,17 @@ class PulseClient:
         return None if raw is None else orjson.loads(raw)
 
     def recs(self, user_id: str) -> Optional[dict]:
-        """The user's list ``{"user_id", "recomm_id", "generated_at", "segment", "items"}``."""
+        """The user's list ``{"recomm_id", "generated_at", "segment", "items"}``."""
         return self._json(self.keys.recs(self.user_key_id(user_id)))
 
     def profile(self, user_id: str) -> Optional[dict]:
-        """The user's profile (counts, affinities, rule segments)."""
+        """The user's profile (counts, first and last seen, engagement, affinities,
+        rule segments)."""
         return self._json(self.keys.profile(self.user_key_id(user_id)))
 
     def verdict(self, user_id: str) -> Optional[dict]:
-        """The models' verdicts: ``{"segment", "segment_traits", "anomaly"}``."""
+        """The models' verdicts: ``{"segment", "anomaly"}`` (the segment's traits are
+        in :meth:`segments`)."""
         return self._json(self.keys.verdict(self.user_key_id(user_id)))
 
     def recent_events(self, user_id: str, count: int = 20) -> list[dict]:
@@ -97,6 +105,12 @@ class PulseClient:
     def segments(self) -> Optional[dict]:
         """Segment sizes, centroids, traits and drift."""
         return self._json(self.keys.segments)
+
+    def traits(self, segment: str) -> list[str]:
+        """What ``segment`` stands for, in words (``pulse:segments``; a user's verdict
+        names the segment only); [] for a segment not summarized yet."""
+        summary = self.segments()
+        return summary["segments"].get(segment, {}).get("traits", []) if summary else []
 
     def anomalies(self, count: int = 50) -> list[dict]:
         """The newest flagged users, newest first, each with its stream ``id``."""

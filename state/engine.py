@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 from dataclasses import dataclass, field
@@ -168,9 +169,14 @@ class EngineConfig:
 
 
 def recomm_id(user_id: str, ts: int, n: int) -> str:
-    """A fresh id for every list, yet the same on every replay."""
-    h = hashlib.blake2b(f"{user_id}\x00{ts}\x00{n}".encode(), digest_size=16).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A fresh id for every list, yet the same on every replay: 96 bits of a hash as 16
+    base64url characters (a first collision is expected after about 2^48 lists; a UUID's text took
+    36 characters in every user's list).
+
+    >>> recomm_id("u1", 1_000, 1)
+    'NHm-5r0aFowEMaJK'
+    """
+    return base64.urlsafe_b64encode(hashlib.blake2b(f"{user_id}\x00{ts}\x00{n}".encode(), digest_size=12).digest()).decode()
 
 
 def iso_ms(ms: int) -> str:

@@ -26,13 +26,12 @@ deployments' keys.
 =====================================  ===========  ==========================================
 key                                    type         value
 =====================================  ===========  ==========================================
-``pulse:user:{<user_id>}:recs``        string/JSON  ``{"user_id", "recomm_id", "generated_at",
-                                                    "segment", "items": [{"item_id", "score",
-                                                    "reason"}]}``
-``pulse:user:{<user_id>}:profile``     string/JSON  counts per type, last_seen, engagement,
+``pulse:user:{<user_id>}:recs``        string/JSON  ``{"recomm_id", "generated_at", "segment",
+                                                    "items": [{"item_id", "score", "reason"}]}``
+``pulse:user:{<user_id>}:profile``     string/JSON  counts per type, first/last_seen, engagement,
                                                     decayed affinities, rule segments
-``pulse:user:{<user_id>}:segment``     string/JSON  ``{"user_id", "segment", "segment_traits",
-                                                    "anomaly"}``: the River models' verdicts
+``pulse:user:{<user_id>}:segment``     string/JSON  ``{"segment", "anomaly"}``: the River models'
+                                                    verdicts
 ``pulse:user:{<user_id>}:events``      sorted set   the user's latest events (``recent_events``
                                                     of them; off by default)
 ``pulse:item:{<item_id>}:similar``     string/JSON  ``[{"item_id", "score"}]`` co-visitation
@@ -71,8 +70,11 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Optional
 
-#: Bumped when a key or a value's layout changes in a way frontends would notice.
-SCHEMA_VERSION = 2
+#: Bumped when a key or a value's layout changes in a way frontends would notice
+#: (3: the per-user documents laid out for size; see :mod:`pulse.state.schema`). A run
+#: or a reader refuses keys that ``pulse:meta`` says are of another version
+#: (:func:`pulse.state.store.schema_problem`).
+SCHEMA_VERSION = 3
 
 #: The longest user id, item id and category name (after trimming).
 MAX_USER_ID = 128
@@ -159,6 +161,17 @@ class KeySchema:
 
     def recent_events(self, user_id: str) -> str:
         return f"{self.prefix}:user:{{{_tag(user_id)}}}:events"
+
+    def user_of(self, key: str) -> str:
+        """The user id in one of this schema's per-user keys (the documents do not repeat it).
+
+        >>> KeySchema("shop1").user_of("shop1:user:{a:b}:recs")
+        'a:b'
+        """
+        head = f"{self.prefix}:user:{{"
+        if not key.startswith(head) or "}" not in key[len(head):]:
+            raise ValueError(f"{key!r} is not a per-user key under the prefix {self.prefix!r}")
+        return key[len(head):key.rindex("}")]
 
     def user_keys(self, user_id: str) -> tuple[str, ...]:
         """Every key Pulse keeps of one user (what forgetting the user deletes)."""

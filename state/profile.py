@@ -46,7 +46,10 @@ from functools import lru_cache
 from operator import neg
 from typing import Any, Mapping, Optional
 
+import orjson
+
 from pulse.operators.events import EVENT_TYPES, Event
+from pulse.state.schema import doc_number
 
 #: Default action weights per event type (``rate`` is scaled by the rating, see below).
 DEFAULT_ACTION_WEIGHTS: dict[str, float] = {
@@ -279,35 +282,44 @@ class UserProfile:
         return self._scores(0, self._n_categories, self._decayed(now))
 
     def scores(self, now: int, frequency_scale: float = 50.0, recency_scale_s: float = 7 * 24 * 3600) -> dict:
-        """Recency, frequency and engagement, each normalized to [0, 1]."""
-        return self._rfm(now, sum(self.counts.values()), self._decayed(now), frequency_scale, recency_scale_s)
-
-    def _rfm(self, now: int, total: int, f: float, frequency_scale: float = 50.0,
-             recency_scale_s: float = 7 * 24 * 3600) -> dict:
+        """Recency, frequency and engagement, each normalized to [0, 1] (what a reader
+        of the profile document works out from ``last_seen``, ``counts`` and
+        ``engagement``)."""
         age_s = max(0, now - (self.last_seen or now)) / 1000
-        recency = math.exp(-age_s / recency_scale_s)
-        frequency = 1 - math.exp(-total / frequency_scale)
+        return {"recency": math.exp(-age_s / recency_scale_s), "frequency": 1 - math.exp(-sum(self.counts.values()) / frequency_scale),
+                "engagement": self._engagement(self._decayed(now), frequency_scale)}
+
+    def _engagement(self, f: float, scale: float = 50.0) -> float:
+        """``1 − e^(−activity / scale)``, the decayed activity (``f``: see :meth:`_decayed`)."""
         activity = self._numbers[ACTIVITY] * f if self._counts else 0.0
-        engagement = 1 - math.exp(-activity / frequency_scale)
-        # (round(x * 1e6) / 1e6: round(x, 6) without its slow path)
-        return {"recency": round(recency * 1e6) / 1e6, "frequency": round(frequency * 1e6) / 1e6,
-                "engagement": round(engagement * 1e6) / 1e6}
+        return 1 - math.exp(-activity / scale)
 
     def to_doc(self, now: int, top: int = 10) -> dict:
-        """The profile document a frontend reads (without segment and anomaly)."""
-        counts = self.counts
-        total = sum(counts.values())
+        """The profile as a frontend reads it (without the rule segments; see
+        :func:`profile_value`): the affinities here at 6 decimals, which the blend takes
+        its category affinities from, and to :data:`~pulse.state.schema.DOC_DIGITS`
+        significant digits in the stored value."""
         n = self._numbers
         nc = self._n_categories
         seen = bool(self._counts)
         f = self._decayed(now)  # (one landmark for every table)
         return {
-            "counts": counts,
-            "events": total,
+            "counts": self.counts,
             "first_seen": int(n[FIRST]) if seen else None,
             "last_seen": int(n[LAST]) if seen else None,
-            **self._rfm(now, total, f),
-            "dwell_mean_ms": round(n[DWELL_TOTAL] / n[DWELL_N], 3) if n[DWELL_N] else None,
+            "engagement": doc_number(self._engagement(f)),
+            "dwell_mean_ms": round(n[DWELL_TOTAL] / n[DWELL_N]) if n[DWELL_N] else None,
             "categories": self._scores(0, nc, f, top, 6),
             "items": self._scores(nc, len(self._keys), f, top, 6),
         }
+
+
+def profile_value(doc: dict) -> bytes:
+    """The stored value of a profile document (:meth:`UserProfile.to_doc` with the rule
+    segments): its affinities to :data:`~pulse.state.schema.DOC_DIGITS` significant digits.
+
+    >>> profile_value({"counts": {"view": 1}, "categories": {"shoes": 0.1234567}, "items": {}})
+    b'{"counts":{"view":1},"categories":{"shoes":0.1235},"items":{}}'
+    """
+    return orjson.dumps({**doc, "categories": {k: doc_number(v) for k, v in doc["categories"].items()},
+                         "items": {k: doc_number(v) for k, v in doc["items"].items()}})

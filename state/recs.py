@@ -4,7 +4,7 @@ The list step (keyed by user, downstream of the user step and the River step) ke
 what the user's list depends on: the user's recent distinct items (the seeds of
 co-visitation candidates, and what the model step pairs a new item with), the items the
 user must not get (purchased, or everything seen), the user's strongest categories, and
-what the River models last said of the user (segment, traits, anomaly verdict). For each
+what the River models last said of the user (segment, anomaly verdict). For each
 update it applies the River step's :class:`~pulse.state.river_models.Verdict` of the
 update's windows (writing ``pulse:user:{<id>}:segment`` when it changed, and a flagged
 user's trending-only list at once), then tells the model step what it needs to learn
@@ -42,6 +42,7 @@ import orjson
 from pulse.operators.recommend import BlendConfig, Rec, blend_parts
 from pulse.state.engine import EngineConfig, ItemUpdate, ModelUpdate, iso_ms, recomm_id
 from pulse.state.river_models import Verdict
+from pulse.state.schema import doc_number
 from pulse.state.store import Delete, Put, StreamPurge, Write
 
 
@@ -127,10 +128,10 @@ class UserRecs:
     """What the list step remembers of a user. Laid out for size, as there is one per
     user: ``seen`` only where lists exclude every seen item (``keep_seen``), the
     purchases from the first one on, the strongest categories' names apart from their
-    affinities (packed doubles), segment names and traits shared between users."""
+    affinities (packed doubles), segment names shared between users."""
 
     __slots__ = ("recent", "seen", "_purchased", "categories", "_affinities", "recs_at", "recs_due", "recs_n",
-                 "last_ts", "segment", "traits", "_anomaly", "known")
+                 "last_ts", "segment", "_anomaly", "known")
 
     def __init__(self, max_seen: int = 2_000, keep_seen: bool = True) -> None:
         self.recent: list[str] = []  # recent distinct items, newest last
@@ -144,7 +145,6 @@ class UserRecs:
         self.recs_n = 0
         self.last_ts = 0
         self.segment: Optional[str] = None
-        self.traits: tuple[str, ...] = ()
         # The anomaly verdict, small: None before the first, the score alone while not
         # flagged (most users; the rest of that verdict is the same for all), else the
         # verdict.
@@ -201,18 +201,6 @@ _NOTHING_BOUGHT = ItemSet(0)
 #: the verdict of a user the anomaly detector has not judged yet
 NOT_FLAGGED = {"score": 0.0, "flagged": False}
 
-#: segment traits as one shared tuple per distinct set (users hold the same few)
-_TRAITS: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-
-def _shared_traits(traits: tuple[str, ...]) -> tuple[str, ...]:
-    shared = _TRAITS.get(traits)
-    if shared is None:
-        shared = tuple(sys.intern(t) for t in traits)
-        if len(_TRAITS) < 4_096:  # (rules give a handful; a bound all the same)
-            _TRAITS[shared] = shared
-    return shared
-
 
 class Recommender:
     """Keeps :class:`UserRecs` and writes users' lists and verdicts (see the module
@@ -240,16 +228,15 @@ class Recommender:
         writes: list[Put] = []
         new_flag = False
         if verdict is not None:
-            before = (st.segment, st.traits, st.anomaly)
+            before = (st.segment, st.anomaly)
             was_flagged = st.flagged
             for anomaly, _, new in verdict.anomalies:
                 st.anomaly = anomaly
                 new_flag = new_flag or new
             if verdict.segment is not None:
-                st.segment, st.traits = sys.intern(verdict.segment), _shared_traits(verdict.traits)
-            if (st.segment, st.traits, st.anomaly) != before and self.write_recs:
-                doc = {"user_id": up.user_id, "segment": st.segment, "segment_traits": list(st.traits), "anomaly": st.anomaly}
-                writes.append(Put(self.keys.verdict(up.user_id), orjson.dumps(doc), self.config.verdict_ttl_s))
+                st.segment = sys.intern(verdict.segment)
+            if (st.segment, st.anomaly) != before and self.write_recs:
+                writes.append(Put(self.keys.verdict(up.user_id), verdict_doc(st.segment, st.anomaly), self.config.verdict_ttl_s))
             if st.flagged and not was_flagged and self.write_recs:
                 # A newly flagged user's list, at once: trending only (a replay's last
                 # windows close after the user's last event).
@@ -331,11 +318,24 @@ class Recommender:
             # The models had nothing yet (the first events of a run): try again at the
             # user's next event, on the live timer or at the end of the input.
             st.recs_due = now
+        # (no user id: the key has it; see pulse.state.schema for the layout)
         doc = {
-            "user_id": user_id,
             "recomm_id": recomm_id(user_id, now, st.recs_n),
             "generated_at": iso_ms(now),
             "segment": segment,
-            "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in recs],
+            "items": [{"item_id": r.item_id, "score": doc_number(r.score), "reason": r.reason} for r in recs],
         }
         return Put(self.keys.recs(user_id), orjson.dumps(doc), self.config.recs_ttl_s)
+
+
+def verdict_doc(segment: Optional[str], anomaly: dict) -> bytes:
+    """The value of ``pulse:user:{<id>}:segment``: the segment (its traits are in
+    ``pulse:segments``) and the anomaly verdict, whose reason and countdown are written
+    only while the user is flagged (a calm verdict's are always "" and 0).
+
+    >>> verdict_doc("s1", {"score": 0.12, "flagged": False, "reason": "", "clear_in": 0})
+    b'{"segment":"s1","anomaly":{"score":0.12,"flagged":false}}'
+    """
+    if not anomaly["flagged"]:
+        anomaly = {"score": anomaly["score"], "flagged": False}
+    return orjson.dumps({"segment": segment, "anomaly": anomaly})

@@ -46,8 +46,9 @@ from pulse.state.segments import SegmentConfig, Segmenter
 
 
 class Verdict(NamedTuple):
-    """What the River models made of one update's windows: the segment and traits of
-    its segment window (``segment`` None when it closed none), and ``(verdict, window
+    """What the River models made of one update's windows: the segment of its segment
+    window (``segment`` None when it closed none; its traits are in the segments'
+    summary), and ``(verdict, window
     end, newly flagged)`` for each anomaly window, in order, then for a change of the
     bot rules' verdict (its time being the event's). ``seq`` is -1 for the windows a user
     closes without an event (end of input, idle)."""
@@ -56,7 +57,6 @@ class Verdict(NamedTuple):
     src: str
     seq: int
     segment: Optional[str]
-    traits: tuple[str, ...]
     anomalies: tuple[tuple[dict, int, bool], ...]
 
 
@@ -97,7 +97,6 @@ class RiverModels:
         changed at the update (``rules``: the reason, or "" when cleared; ``ts`` the
         event's time); returns the user's :class:`Verdict`."""
         segment: Optional[str] = None
-        traits: tuple[str, ...] = ()
         anomalies = []
         ruled = self.ruled.get(user_id)
         for window in windows:
@@ -113,8 +112,7 @@ class RiverModels:
                 shown = verdict if verdict["flagged"] or ruled is None else rule_verdict(ruled)
                 anomalies.append((shown, window.end_ms, verdict["flagged"] and was is None and ruled is None))
             if window.kind == self.config.segments.window:
-                segment, found = self.segmenter.learn_one(window)
-                traits = tuple(found)
+                segment = self.segmenter.learn_one(window)
         if rules is not None:
             if rules:
                 self.ruled[user_id] = rules
@@ -123,14 +121,14 @@ class RiverModels:
             model = self.flagged.get(user_id)
             shown = model if model is not None else rule_verdict(rules) if rules else CALM
             anomalies.append((shown, ts, bool(rules) and ruled is None and model is None))
-        return Verdict(user_id, src, seq, segment, traits, tuple(anomalies))
+        return Verdict(user_id, src, seq, segment, tuple(anomalies))
 
     def forget(self, user_id: str, src: str, seq: int) -> Verdict:
         """Drop what is kept of ``user_id`` (:mod:`pulse.state.privacy`); the models keep
         what they learned (aggregates, no user id)."""
         self.flagged.pop(user_id, None)
         self.ruled.pop(user_id, None)
-        return Verdict(user_id, src, seq, None, (), ())
+        return Verdict(user_id, src, seq, None, ())
 
     def entry_id(self) -> str:
         """A fresh ``pulse:anomalies`` entry id: ids must grow, and derived from window

@@ -8,6 +8,12 @@ Schema of the value; other types have ``schema`` null and their members describe
 ``pulse schema`` prints the whole document; :data:`SCHEMA_VERSION` is bumped when a
 value changes in a way frontends would notice.
 
+The per-user documents are laid out for size (a site keeps them for every user it has,
+for weeks): no field repeats the key's user id, none holds what another field gives
+(an event total beside the counts per type, a segment's traits beside its id), and
+scores carry :data:`DOC_DIGITS` significant digits (:func:`doc_number`), enough to show
+and to compare; the lists are in rank order already.
+
 Example:
 
 >>> doc = contract()
@@ -28,6 +34,18 @@ from typing import Optional
 from pulse.state.keys import SCHEMA_VERSION
 
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+#: significant digits of the scores in per-user documents
+DOC_DIGITS = 4
+
+
+def doc_number(x: float) -> float:
+    """``x`` to :data:`DOC_DIGITS` significant digits, as per-user documents carry it.
+
+    >>> doc_number(1.088063), doc_number(0.000123456), doc_number(12345.6)
+    (1.088, 0.0001235, 12350.0)
+    """
+    return float(f"{x:.{DOC_DIGITS}g}")
 _NUM = {"type": "number"}
 _INT = {"type": "integer"}
 _STR = {"type": "string"}
@@ -42,51 +60,50 @@ def _object(props: dict, required: Optional[list] = None, **extra) -> dict:
 
 _RECS = _object(
     {
-        "user_id": _STR,
-        "recomm_id": {"type": "string", "description": "a fresh id per list, the same on every replay"},
+        "recomm_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16}$",
+                      "description": "a fresh id per list (16 base64url characters), the same on every replay"},
         "generated_at": _ISO,
-        "segment": {"type": ["string", "null"]},
+        "segment": {"type": ["string", "null"], "description": "the segment the list was blended for"},
         "items": {
             "type": "array",
             "items": _object({
                 "item_id": _STR,
-                "score": _NUM,
-                "reason": {"type": "string", "pattern": "^(co_visit:.+|category:.+|segment|trending)$"},
+                "score": {**_NUM, "description": "the blend's score, 4 significant digits"},
+                "reason": {"type": "string", "pattern": "^(co_visit:.+|category:.+|segment|trending)$",
+                           "description": "co_visit:<the user's item it goes with>, category:<c>, segment or trending"},
             }),
         },
     },
-    description="the user's recommendations, best first",
+    description="the user's recommendations, best first (the user id is the key's)",
 )
 _PROFILE = _object(
     {
-        "user_id": _STR,
-        "counts": {"type": "object", "additionalProperties": _INT, "description": "events per event type"},
-        "events": _INT,
+        "counts": {"type": "object", "additionalProperties": _INT,
+                   "description": "events per event type (their sum is the user's events)"},
         "first_seen": {"type": ["integer", "null"], "description": "epoch ms"},
         "last_seen": {"type": ["integer", "null"], "description": "epoch ms"},
-        "recency": _NUM,
-        "frequency": _NUM,
-        "engagement": {"type": "number", "minimum": 0, "maximum": 1},
-        "dwell_mean_ms": {"type": ["number", "null"]},
-        "categories": {**_SCORES, "description": "decayed category affinities, strongest first"},
-        "items": {**_SCORES, "description": "decayed item affinities, strongest first"},
+        "engagement": {"type": "number", "minimum": 0, "maximum": 1,
+                       "description": "1 - e^(-decayed activity / 50), 4 significant digits"},
+        "dwell_mean_ms": {"type": ["integer", "null"]},
+        "categories": {**_SCORES, "description": "decayed category affinities, strongest first, 4 significant digits"},
+        "items": {**_SCORES, "description": "decayed item affinities, strongest first, 4 significant digits"},
         "rule_segments": {"type": "array", "items": _STR, "description": "e.g. enthusiast:shoes"},
     },
-    description="the user's profile",
+    description="the user's profile (the user id is the key's)",
 )
+_CALM = _object({"score": _NUM, "flagged": {"const": False}})
+_FLAGGED = _object({
+    "score": _NUM,
+    "flagged": {"const": True},
+    "reason": {**_STR, "description": "why (the bot rules' reasons start with 'rules: ')"},
+    "clear_in": {"type": "integer", "description": "calm windows until the flag clears"},
+})
 _VERDICT = _object(
     {
-        "user_id": _STR,
-        "segment": {"type": ["string", "null"]},
-        "segment_traits": {"type": "array", "items": _STR},
-        "anomaly": _object({
-            "score": _NUM,
-            "flagged": {"type": "boolean"},
-            "reason": _STR,
-            "clear_in": {"type": "integer", "description": "windows until a flag clears"},
-        }),
+        "segment": {"type": ["string", "null"], "description": "its traits are in pulse:segments"},
+        "anomaly": {"oneOf": [_CALM, _FLAGGED], "description": "reason and clear_in only while flagged"},
     },
-    description="the River models' verdicts on the user (the anomaly flag also from the bot rules)",
+    description="the River models' verdicts on the user (the anomaly flag also from the bot rules; the user id is the key's)",
 )
 _SIMILAR = {"type": "array", "items": _object({"item_id": _STR, "score": _NUM}),
             "description": "co-visitation neighbours, scores relative to the best"}

@@ -17,8 +17,7 @@ Example:
 >>> from pulse.operators.windows import WindowAgg
 >>> seg = Segmenter(SegmentConfig(n_clusters=2, seed=1))
 >>> w = WindowAgg("session", 0, 60_000, events=3, counts={"view": 2, "click": 1}).summary()
->>> segment, traits = seg.learn_one(w)
->>> segment in {"s0", "s1"}
+>>> seg.learn_one(w) in {"s0", "s1"}
 True
 """
 
@@ -89,8 +88,9 @@ class Segmenter:
         self.learned = 0
         self._last_centers: dict[int, dict[str, float]] = {}
 
-    def learn_one(self, window: WindowSummary) -> tuple[str, list[str]]:
-        """Learn from one window and return (segment id, traits) for it."""
+    def learn_one(self, window: WindowSummary) -> str:
+        """Learn from one window and return the id of its segment (whose traits
+        :meth:`summary` reports)."""
         x = window_features(window)
         self.scaler.learn_one(x)
         z = self.scaler.transform_one(x)
@@ -99,7 +99,7 @@ class Segmenter:
         k = self.model.predict_one(z)
         segment = f"s{k}"
         self.assigned[segment] = self.assigned.get(segment, 0) + 1
-        return segment, self.traits(k)
+        return segment
 
     def traits(self, k: int) -> list[str]:
         center = self.model.centers.get(k, {})

@@ -66,6 +66,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import AskError, ClusterDownError, NoPermissionError, RedisClusterException, TryAgainError
 
 from pulse.state.distinct import DistinctHashes
+from pulse.state.keys import SCHEMA_VERSION, KeySchema
 
 log = logging.getLogger("pulse.store")
 
@@ -764,6 +765,30 @@ def ping(url: RedisLike, timeout_s: float = 3.0) -> Optional[str]:
         problem = masked(str(err), url)
         return f"cannot reach Redis at {address(url)}: {problem}{_hint(problem)}"
     return None
+
+
+def stored_schema_problem(url: RedisLike, keys: KeySchema) -> Optional[str]:
+    """:func:`schema_problem` of the Redis at ``url`` (which answers: see :func:`ping`)."""
+    client = connect(url)
+    try:
+        return schema_problem(client, keys)
+    finally:
+        client.close()
+
+
+def schema_problem(client: Client, keys: KeySchema) -> Optional[str]:
+    """None when the keys under ``keys.prefix`` are of this :data:`SCHEMA_VERSION` (or no
+    run has written ``pulse:meta`` yet), else a sentence saying which version they are and
+    what to do. Values of another version are laid out differently, so neither a run (which
+    would mix two layouts under one prefix) nor a reader may take them for this one's.
+    """
+    found = client.hget(keys.meta, "schema_version")
+    if found is None or found.decode() == str(SCHEMA_VERSION):
+        return None
+    return (f"the keys under the prefix {keys.prefix!r} were written with key schema version {found.decode()}, "
+            f"and this Pulse reads and writes version {SCHEMA_VERSION} (see `pulse schema`): their layout differs, "
+            f"so they are not used. Delete them (e.g. `redis-cli --scan --pattern '{keys.pattern()}' | xargs redis-cli del`) "
+            "and replay the log, or use another --prefix or database")
 
 
 def _hint(problem: str) -> str:

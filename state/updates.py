@@ -19,10 +19,10 @@ Example:
 
 >>> from pulse.state.store import Put
 >>> notify = UpdateNotifier(KeySchema(), deterministic=True)
->>> doc = b'{"user_id":"u1","recomm_id":"r-1","generated_at":"2026-01-05T00:00:00.000Z","items":[]}'
+>>> doc = b'{"recomm_id":"NHm-5r0aFowEMaJK","generated_at":"2026-01-05T00:00:00.000Z","segment":null,"items":[]}'
 >>> [(w.key, w.entry_id, w.fields) for w in notify([Put("pulse:user:{u1}:recs", doc)])]
-[('pulse:updates', '1767571200000-0', (('user_id', 'u1'), ('recomm_id', 'r-1'), ('generated_at', '2026-01-05T00:00:00.000Z')))]
->>> [w.entry_id for w in notify([Put("pulse:user:{u2}:recs", doc.replace(b"u1", b"u2"))])]
+[('pulse:updates', '1767571200000-0', (('user_id', 'u1'), ('recomm_id', 'NHm-5r0aFowEMaJK'), ('generated_at', '2026-01-05T00:00:00.000Z')))]
+>>> [w.entry_id for w in notify([Put("pulse:user:{u2}:recs", doc)])]
 ['1767571200000-1']
 """
 
@@ -58,25 +58,22 @@ class UpdateNotifier:
         out: list[Write] = []
         for w in writes:
             if type(w) is Put and w.key.endswith("}:recs") and w.key.startswith(self.prefix):
-                out.append(self._announce(w.value))
+                out.append(self._announce(w.key[len(self.prefix):-6], w.value))
         return out
 
-    def _announce(self, value: bytes) -> Publish:
-        # A list is written as {"user_id":..,"recomm_id":"<uuid>","generated_at":"<ISO ms>",..}
-        # (pulse.state.recs): its head up to generated_at, closed, is the message, which
-        # spares the dataflow's thread a parse of the whole list (this runs for every
-        # list written). Anything else is parsed.
-        at = value.find(b'","generated_at":"')
-        end = at + 42
-        if at > 0 and value[end:end + 2] == b'",' and value[end - 1:end] == b"Z":
-            message = value[: end + 1] + b"}"
-            doc = orjson.loads(message)
+    def _announce(self, user_id: str, value: bytes) -> Publish:
+        # A list is written as {"recomm_id":"<16 characters>","generated_at":"<ISO ms>",..}
+        # (pulse.state.recs): the two are read at their places, which spares the
+        # dataflow's thread a parse of the whole list (this runs for every list
+        # written). Anything else is parsed.
+        if value[:14] == b'{"recomm_id":"' and value[30:48] == b'","generated_at":"' and value[72:73] == b'"':
+            recomm, generated_at = value[14:30].decode(), value[48:72].decode()
         else:
             doc = orjson.loads(value)
-            doc = {"user_id": doc["user_id"], "recomm_id": doc["recomm_id"], "generated_at": doc["generated_at"]}
-            message = orjson.dumps(doc)
-        fields = (("user_id", doc["user_id"]), ("recomm_id", doc["recomm_id"]), ("generated_at", doc["generated_at"]))
-        return Publish(self.stream, self._next_id(doc["generated_at"]), fields, self.stream, message, self.maxlen)
+            recomm, generated_at = doc["recomm_id"], doc["generated_at"]
+        message = orjson.dumps({"user_id": user_id, "recomm_id": recomm, "generated_at": generated_at})
+        fields = (("user_id", user_id), ("recomm_id", recomm), ("generated_at", generated_at))
+        return Publish(self.stream, self._next_id(generated_at), fields, self.stream, message, self.maxlen)
 
     def _next_id(self, generated_at: str) -> str:
         if not self.deterministic:

@@ -15,6 +15,7 @@ from conftest import Serve
 from pulse.flows.config import Settings
 from pulse.flows.generate import START_MS, generate, write_log
 from pulse.flows.replay import replay
+from pulse.state.keys import KeySchema
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -61,7 +62,7 @@ def page(browser):
 def a_user(client) -> tuple[str, list]:
     key = sorted(k.decode() for k in client.scan_iter(match="pulse:user:*:recs"))[0]
     doc = orjson.loads(client.get(key))
-    return doc["user_id"], [r["item_id"] for r in doc["items"]]
+    return KeySchema().user_of(key), [r["item_id"] for r in doc["items"]]
 
 
 def test_looking_a_user_up_from_the_overview_shows_the_recommended_items(dashboard, page):

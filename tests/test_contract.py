@@ -17,6 +17,7 @@ from pulse.client import PulseClient
 from pulse.flows.config import Settings
 from pulse.flows.generate import generate, write_log
 from pulse.flows.replay import replay
+from pulse.state.keys import KeySchema
 from pulse.state.schema import contract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +83,7 @@ def test_every_key_a_replay_writes_has_its_pattern_and_type_in_the_contract(writ
 def test_a_value_outside_the_contract_fails_validation():
     recs = next(k for k in contract()["keys"] if k["pattern"].endswith(":recs"))["schema"]
     with pytest.raises(jsonschema.ValidationError, match="reason"):
-        jsonschema.validate({"user_id": "u", "recomm_id": "r", "generated_at": "2026-01-01T00:00:00.000Z", "segment": None,
+        jsonschema.validate({"recomm_id": "NHm-5r0aFowEMaJK", "generated_at": "2026-01-01T00:00:00.000Z", "segment": None,
                              "items": [{"item_id": "a", "score": 1.0, "reason": "magic"}]}, recs)
 
 
@@ -108,7 +109,7 @@ def test_every_user_with_a_list_has_its_latest_list_announced_on_the_stream(writ
     latest = {}
     for _, fields in client.xrange("pulse:updates"):
         latest[fields[b"user_id"].decode()] = fields[b"recomm_id"].decode()
-    lists = {orjson.loads(client.get(k))["user_id"]: orjson.loads(client.get(k))["recomm_id"]
+    lists = {KeySchema().user_of(k.decode()): orjson.loads(client.get(k))["recomm_id"]
              for k in client.scan_iter(match="pulse:user:*:recs", count=1000)}
     assert lists and latest == lists
 
@@ -136,9 +137,11 @@ def test_the_client_reads_what_redis_holds_without_the_key_schema(written):
     user = key.decode().split("{")[1].split("}")[0]
     pulse = PulseClient(url)
     assert pulse.recs(user) == orjson.loads(client.get(key))
-    assert pulse.profile(user)["user_id"] == user
-    assert pulse.verdict(user)["user_id"] == user
+    assert pulse.profile(user) == orjson.loads(client.get(f"pulse:user:{{{user}}}:profile"))
+    assert pulse.verdict(user) == orjson.loads(client.get(f"pulse:user:{{{user}}}:segment"))
     assert pulse.recs("nobody") is None
+    name, described = sorted(orjson.loads(client.get("pulse:segments"))["segments"].items())[0]
+    assert pulse.traits(name) == described["traits"] and pulse.traits("no-such-segment") == []
     item = pulse.recs(user)["items"][0]["item_id"]
     assert pulse.similar(item) == orjson.loads(client.get(f"pulse:item:{{{item}}}:similar"))
     top = pulse.trending(k=5)

@@ -14,6 +14,7 @@ import redis
 from pulse.flows.config import Settings
 from pulse.flows.generate import generate, write_log
 from pulse.flows.replay import replay
+from pulse.state.keys import KeySchema
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -41,7 +42,8 @@ def test_the_node_example_prints_a_users_list_as_redis_holds_it(replayed):
     url, client = replayed
     key = next(client.scan_iter(match="pulse:user:*:recs"))
     doc = orjson.loads(client.get(key))
-    out = subprocess.run([node(), str(EXAMPLES / "read_recs.mjs"), doc["user_id"], url], capture_output=True, text=True, timeout=60)
+    user = KeySchema().user_of(key.decode())
+    out = subprocess.run([node(), str(EXAMPLES / "read_recs.mjs"), user, url], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     rows = [line.split("\t") for line in out.stdout.splitlines()]
     assert [(r[0], float(r[1]), r[2]) for r in rows] == [(i["item_id"], i["score"], i["reason"]) for i in doc["items"]]

@@ -98,12 +98,12 @@ def test_redis_has_the_documented_keys(live):
     assert len(profiles) == s["users"] > 10
     user = profiles[0].decode().split("{")[1].split("}")[0]
     recs = orjson.loads(r.get(keys.recs(user)))
-    assert set(recs) == {"user_id", "recomm_id", "generated_at", "segment", "items"}
-    assert recs["user_id"] == user and recs["items"]
+    assert set(recs) == {"recomm_id", "generated_at", "segment", "items"}
+    assert recs["items"]
     profile = orjson.loads(r.get(keys.profile(user)))
     assert {"counts", "last_seen", "engagement", "categories", "rule_segments"} <= set(profile)
     verdict = orjson.loads(r.get(keys.verdict(user)))
-    assert set(verdict) == {"user_id", "segment", "segment_traits", "anomaly"}
+    assert set(verdict) == {"segment", "anomaly"}
     assert set(verdict["anomaly"]) >= {"score", "flagged"}
     assert r.zcard(keys.trending) > 0
     assert int(r.hget(keys.meta, "events_processed")) == s["events_ok"]

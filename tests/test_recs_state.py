@@ -42,7 +42,7 @@ def test_the_strongest_categories_come_back_with_their_affinities_in_order():
     assert st.affinities == [("shoes", 0.75), ("bags", 0.125)]
 
 
-def test_users_of_one_segment_share_its_name_and_traits():
+def test_users_of_one_segment_share_its_name():
     from pulse.state.river_models import Verdict
 
     recs = Recommender(EngineConfig())
@@ -52,8 +52,7 @@ def test_users_of_one_segment_share_its_name_and_traits():
         st = recs.new_state()
         up = ModelUpdate(user, True, "x", (), 1_000, 1.0, (object(),), "log", 0 if user == "u1" else 1)
         # (built apart, as verdicts unpickled in another process are)
-        verdict = Verdict(user, "log", up.seq, "".join(["s", "3"]), tuple(["".join(["night", "_owl"])]), ())
+        verdict = Verdict(user, "log", up.seq, "".join(["s", "3"]), ())
         recs.learn_update(st, up, verdict, view)
         states.append(st)
     assert states[0].segment == states[1].segment == "s3" and states[0].segment is states[1].segment
-    assert states[0].traits == ("night_owl",) and states[0].traits is states[1].traits

@@ -9,7 +9,8 @@ import orjson
 import pytest
 import redis
 
-from conftest import dump_redis
+from conftest import dump_redis, free_port
+from pulse.client import PulseClient
 from pulse.flows.config import Settings
 from pulse.flows.generate import CRAWLER_AGENT, generate, write_log
 from pulse.flows.replay import replay
@@ -56,12 +57,12 @@ def test_the_documented_keys_are_written(log, redis_url, tmp_path):
     keys = KeySchema()
     user = sorted(r.scan_iter(match="pulse:user:*:recs"))[0].decode().split("{")[1].split("}")[0]
     recs = orjson.loads(r.get(keys.recs(user)))
-    assert set(recs) == {"user_id", "recomm_id", "generated_at", "segment", "items"}
+    assert set(recs) == {"recomm_id", "generated_at", "segment", "items"}
     assert recs["items"] and set(recs["items"][0]) == {"item_id", "score", "reason"}
     profile = orjson.loads(r.get(keys.profile(user)))
-    assert {"counts", "last_seen", "engagement", "categories", "rule_segments"} <= set(profile)
+    assert set(profile) == {"counts", "first_seen", "last_seen", "engagement", "dwell_mean_ms", "categories", "items", "rule_segments"}
     verdict = orjson.loads(r.get(keys.verdict(user)))
-    assert set(verdict) == {"user_id", "segment", "segment_traits", "anomaly"}
+    assert set(verdict) == {"segment", "anomaly"}
     assert set(verdict["anomaly"]) >= {"score", "flagged"}
     assert r.zcard(keys.trending) > 0
     meta = {k.decode(): v.decode() for k, v in r.hgetall(keys.meta).items()}
@@ -128,3 +129,27 @@ def test_an_unreachable_redis_is_a_clear_error(log, tmp_path):
     out = subprocess.run([sys.executable, "-m", "pulse", "replay", str(path), "--redis", f"redis://127.0.0.1:{free_port()}/0"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "cannot reach Redis" in out.stderr
+
+
+def test_keys_of_an_older_schema_version_are_refused_by_replay_serve_and_the_client(log, redis_url):
+    # What a run of key schema 2 left: its meta and a list with the user id inside.
+    r = redis.Redis.from_url(redis_url)
+    r.hset(KeySchema().meta, mapping={"schema_version": "2", "events_processed": "7"})
+    old_list = b'{"user_id":"u1","recomm_id":"5463f92e-529b-c6b9-900d-b112d0979851","generated_at":"2026-01-05T00:00:00.000Z"}'
+    r.set(KeySchema().recs("u1"), old_list)
+    path, _, _ = log
+    for command in (["replay", str(path)], ["serve", "--port", str(free_port())]):
+        out = subprocess.run([sys.executable, "-m", "pulse", *command, "--redis", redis_url], capture_output=True, text=True, timeout=120)
+        assert out.returncode != 0, command
+        assert "key schema version 2" in out.stderr and f"version {SCHEMA_VERSION}" in out.stderr, out.stderr
+    with pytest.raises(ValueError, match="key schema version 2"):
+        PulseClient(redis_url)
+    assert r.get(KeySchema().recs("u1")) == old_list and r.hget(KeySchema().meta, "events_processed") == b"7"
+
+
+def test_keys_under_another_prefix_do_not_stop_a_replay(log, redis_url, tmp_path):
+    redis.Redis.from_url(redis_url).hset(KeySchema("old").meta, "schema_version", "2")
+    path, _, _ = log
+    s = run(path, redis_url, tmp_path)
+    assert s["events_ok"] > 0
+    assert redis.Redis.from_url(redis_url).hget(KeySchema().meta, "schema_version") == str(SCHEMA_VERSION).encode()

@@ -18,6 +18,7 @@ from conftest import Serve
 from pulse.flows.config import Settings
 from pulse.flows.generate import START_MS, generate, write_log
 from pulse.flows.replay import replay
+from pulse.state.keys import KeySchema
 
 
 def get(url: str, headers: dict | None = None):
@@ -97,6 +98,16 @@ def test_every_page_is_html_with_its_data(replayed, server, page):
     expected = {"/users/{user}": item, "/items/{item}": item, "/": "events in", "/segments": "drift", "/anomalies": "window end",
                 "/trending": client.zrevrange("pulse:trending", 0, 0)[0].decode()}.get(page, category)
     assert expected in text
+
+
+def test_a_users_page_shows_the_traits_of_the_users_segment_from_the_segments_summary(replayed, server):
+    _, client, _, _ = replayed
+    summary = orjson.loads(client.get("pulse:segments"))["segments"]
+    verdicts = {k.decode(): orjson.loads(client.get(k)) for k in client.scan_iter(match="pulse:user:*:segment")}
+    key, verdict = next((k, v) for k, v in sorted(verdicts.items()) if v["segment"] and summary.get(v["segment"], {}).get("traits"))
+    status, _, body = get(f"{server.base}/users/{KeySchema().user_of(key)}")
+    assert status == 200
+    assert f'<span id="segment-traits">{html.escape(", ".join(summary[verdict["segment"]]["traits"]))}</span>' in body.decode()
 
 
 def test_an_unknown_users_page_says_so_with_404(server):

@@ -272,7 +272,9 @@ def create_app(redis_url: RedisLike, prefix: str = "pulse", token: Optional[str]
         if recs is None and profile is None:
             return page(request, "missing.html", 404, what=f"user {user_id!r}",
                         hint="Pulse has not seen this user, or the user's keys expired.")
-        return page(request, "user.html", user_id=user_id, recs=recs, profile=profile, verdict=client.verdict(user_id),
+        verdict = client.verdict(user_id)
+        traits = client.traits(verdict["segment"]) if verdict and verdict["segment"] else []
+        return page(request, "user.html", user_id=user_id, recs=recs, profile=profile, verdict=verdict, traits=traits,
                     events=client.recent_events(user_id, 20))
 
     @app.get("/items/{item_id}", response_class=HTMLResponse, include_in_schema=False)
