@@ -41,7 +41,7 @@ from pulse.operators.windows import summarize
 from pulse.state.engine import Engine, EngineConfig, ItemUpdate, ModelUpdate, iso_ms
 from pulse.state.recs import Recommender, UserRecs
 from pulse.state.river_models import RiverModels, Verdict
-from pulse.state.privacy import pseudonym
+from pulse.state.privacy import pseudonym, pseudonymous_payload
 from pulse.state.store import Delete, Put, StreamAdd, StreamPurge, Write
 from pulse.state.user import UserConfig, UserState
 
@@ -136,13 +136,23 @@ def parse_records(step_id: str, up: Stream[Raw], fmt: Format,
         for n, x in enumerate(out):
             if type(x) is Event:
                 out[n] = x.model_copy(update={"user_id": pseudonym(x.user_id, pseudonymize_key)})
-            elif type(x) is DeadLetter and x.user_id is not None:
-                out[n] = dataclasses.replace(x, user_id=pseudonym(x.user_id, pseudonymize_key))
+            elif type(x) is DeadLetter:
+                out[n] = _pseudonymous_dead_letter(x, pseudonymize_key)
         return out
 
     parsed = op.flat_map_batch(f"{step_id}_parse", up, parse_batch if pseudonymize_key is None else parse_pseudonymous)
     split = op.branch(f"{step_id}_split", parsed, lambda x: isinstance(x, Event))
     return split.trues, split.falses
+
+
+def _pseudonymous_dead_letter(d: DeadLetter, key: bytes) -> DeadLetter:
+    """``d`` with nothing raw of its user: the pseudonym as its user id, and its payload's
+    ids replaced, or the payload withheld where they cannot be found (:func:`pseudonymous_payload`)."""
+    payload = pseudonymous_payload(d.payload, key)
+    user_id = pseudonym(d.user_id, key) if d.user_id is not None else None
+    if payload is None:
+        return dataclasses.replace(d, payload=b"", user_id=user_id, payload_withheld=True)
+    return dataclasses.replace(d, payload=payload, user_id=user_id)
 
 
 def withdrawal(d: DeadLetter) -> Event:
