@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     collect_stamp_user_agent: bool = Field(False, description="collector: put the request's User-Agent into each event (crawlers then get bot_user_agent)")
     collect_stamp_ip: Literal["none", "ip", "hash"] = Field("none", description="collector: add the client IP to each event: none, ip, or hash (HMAC with collect_ip_hash_key)")
     collect_ip_hash_key: Optional[SecretStr] = Field(None, description="collector: secret key of the IP hash (collect_stamp_ip=hash)")
+    collect_admin_token: Optional[SecretStr] = Field(None, description="collector: the operator token a request must carry (Authorization: Bearer ...) "
+                                                     "for its forget events to be taken; without it forget events are refused")
     collect_forwarded_allow_ips: Optional[str] = Field(None, description="collector: proxies whose X-Forwarded-For is trusted for the client IP (comma-separated, or *)")
     collect_queue_max: int = Field(100_000, ge=1, description="collector: events waiting for Kafka before requests get 503 + Retry-After")
     collect_retry_after_s: int = Field(1, ge=1, description="collector: Retry-After of a 503 when the queue is full")
@@ -206,7 +208,7 @@ class Settings(BaseSettings):
         if self.redis_url:
             found.add(urlsplit(self.redis_url).password)
         for value in (self.redis_password, self.kafka_sasl_password, self.kafka_ssl_key_password, self.serve_token,
-                      self.collect_ip_hash_key, self.pseudonymize_key):
+                      self.collect_ip_hash_key, self.collect_admin_token, self.pseudonymize_key):
             found.add(value.get_secret_value() if value else None)
         for path in (self.redis_password_file, self.kafka_sasl_password_file):
             found.add(_read_secret(path, "") if path and path.is_file() else None)
@@ -217,7 +219,7 @@ class Settings(BaseSettings):
         """The settings as JSON values, secrets masked (what ``pulse config`` prints)."""
         doc = self.model_dump(mode="json")
         for name in ("redis_password", "kafka_sasl_password", "kafka_ssl_key_password", "serve_token", "collect_ip_hash_key",
-                     "pseudonymize_key"):
+                     "collect_admin_token", "pseudonymize_key"):
             if doc.get(name):
                 doc[name] = "***"
         if self.redis_url and urlsplit(self.redis_url).password:
