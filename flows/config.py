@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     enthusiast_window_s: float = Field(86400.0, description="event-time seconds within which those items must have been viewed")
     enthusiast_event_types: tuple[str, ...] = Field(("view",), description="event types that count as viewing an item")
     enthusiast_max_categories: int = Field(32, description="categories tracked per user for the rule")
+    # per-user caps (see the README's "Bounded state")
+    dedup_capacity: int = Field(1_024, ge=1, description="event ids remembered per user for dedup (the newest; older ones are forgotten)")
+    max_seen: int = Field(2_000, ge=1, description="items remembered per user as seen, and as bought (exclusions; the oldest tenth goes at once)")
     # windows
     tumbling_s: tuple[int, ...] = (60, 3600)
     session_gap_s: int = 1800
@@ -239,6 +242,7 @@ class Settings(BaseSettings):
                                max_dwell_ms=self.bot_max_dwell_ms, scroll_share=self.bot_scroll_share,
                                walk_categories=self.bot_walk_categories, min_rules=self.bot_min_rules,
                                session_gap_s=self.session_gap_s),
+            dedup_capacity=self.dedup_capacity,
             tumbling_s=tuple(self.tumbling_s),
             session_gap_s=self.session_gap_s,
             allowed_lateness_s=self.allowed_lateness_s,
@@ -264,6 +268,7 @@ class Settings(BaseSettings):
             recs_ttl_s=self.ttl_recs_s or self.user_ttl_s,
             verdict_ttl_s=self.ttl_segment_s or self.user_ttl_s,
             events_ttl_s=self.ttl_events_s or self.user_ttl_s,
+            max_seen=self.max_seen,
         )
 
 

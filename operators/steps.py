@@ -69,11 +69,25 @@ class Counters:
     events_ok: int = 0
     late: int = 0
     dlq: dict = field(default_factory=dict)
+    #: the per-user states this process holds now, and has made, by step ("user": the
+    #: user step's, "list": the list step's). A live run frees an idle user's
+    #: (``live_idle_s``): that is what bounds its memory over many distinct users.
+    held: dict = field(default_factory=lambda: {"user": 0, "list": 0})
+    made: dict = field(default_factory=lambda: {"user": 0, "list": 0})
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def dead(self, reason: str) -> None:
         with self.lock:
             self.dlq[reason] = self.dlq.get(reason, 0) + 1
+
+    def state_made(self, step: str) -> None:
+        with self.lock:  # (several worker threads make and free states)
+            self.held[step] += 1
+            self.made[step] += 1
+
+    def state_freed(self, step: str) -> None:
+        with self.lock:
+            self.held[step] -= 1
 
     @property
     def events_dlq(self) -> int:
@@ -179,6 +193,8 @@ class UserOutputs:
     view: Callable[[], object]
     write: Callable[[list], None]
     flush: Callable[[], None]
+    #: where the steps count the per-user states they make and free
+    counters: Counters = field(default_factory=Counters)
 
 
 class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
@@ -242,8 +258,13 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
             self._recent(recent, writes)
         if writes:
             self.outputs.write(writes)
-        # (a user forgotten with no event after: nothing to keep)
-        return out, self.DISCARD if st.user_id is None else self.RETAIN
+        if st.user_id is None:  # a user forgotten with no event after: nothing to keep
+            return out, self._free()
+        return out, self.RETAIN
+
+    def _free(self) -> bool:
+        self.outputs.counters.state_freed("user")
+        return self.DISCARD
 
     def _final(self, evicted: bool) -> list[UserOut]:
         st = self.state
@@ -267,7 +288,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
 
     def on_notify(self) -> Tuple[Iterable[UserOut], bool]:
         # Idle in a live run: close the windows, write the last profile, free the state.
-        return self._final(evicted=True), self.DISCARD
+        return self._final(evicted=True), self._free()
 
     def snapshot(self) -> Optional[UserState]:
         if not self.options.snapshots:
@@ -284,6 +305,7 @@ def track_users(step_id: str, events: Stream[Event], options: StepOptions, outpu
     keyed = op.key_on(f"{step_id}_key", events, lambda ev: ev.user_id)
 
     def build(resume: Optional[UserState]) -> _UserLogic:
+        outputs.counters.state_made("user")
         return _UserLogic(resume if resume is not None else UserState(options.user), options, outputs)
 
     out = op.stateful_batch(f"{step_id}_state", keyed, build)
@@ -381,8 +403,12 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
         if writes:
             self.outputs.write(writes)
         if forgotten and self.waiting is None and self.verdicts is None:
-            return out, self.DISCARD  # (a user forgotten with nothing after: nothing to keep)
+            return out, self._free()  # (a user forgotten with nothing after: nothing to keep)
         return out, self.RETAIN
+
+    def _free(self) -> bool:
+        self.outputs.counters.state_freed("list")
+        return self.DISCARD
 
     def _pending(self) -> None:
         if self.user_id is not None:
@@ -415,7 +441,7 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             return [], self.RETAIN
         if self.waiting:
             return [], self.RETAIN
-        return [], self.DISCARD  # idle in a live run: free the state
+        return [], self._free()  # idle in a live run: free the state
 
     def snapshot(self) -> Optional[tuple]:
         if not self.options.snapshots:
@@ -431,6 +457,7 @@ def recommend_users(step_id: str, updates: Stream[ListIn], options: StepOptions,
     keyed = op.key_on(f"{step_id}_key", updates, lambda x: x.user_id)
 
     def build(resume: Optional[tuple]) -> _ListLogic:
+        outputs.counters.state_made("list")
         return _ListLogic(resume, options, outputs)
 
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_state", keyed, build))
