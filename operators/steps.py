@@ -130,8 +130,23 @@ def _idle_deadline(idle_s: float) -> datetime:
     now = time.monotonic()
     if now >= until or cached_s != idle_s:
         deadline = _utcnow() + timedelta(seconds=idle_s)
-        _idle_cache = (now + min(1.0, idle_s / 100), idle_s, deadline)
+        _idle_cache = (now + _idle_slack(idle_s), idle_s, deadline)
     return deadline
+
+
+def _idle_slack(idle_s: float) -> float:
+    """How much earlier than ``idle_s`` after a key's last batch its cached deadline
+    may fall."""
+    return min(1.0, idle_s / 100)
+
+
+def _idle(active_at: float, idle_s: float) -> bool:
+    """Whether a key last active at ``active_at`` (monotonic) has been idle ``idle_s``.
+    Bytewax calls ``on_notify`` after ``on_batch`` when the time ``notify_at`` gave
+    *before* the batch has passed: after a stall (Redis down, a backlog read at full
+    speed) a user's event and their idle deadline come in one activation, and the user
+    is not idle."""
+    return time.monotonic() - active_at >= idle_s - _idle_slack(idle_s)
 
 
 # -- 1. parse ---------------------------------------------------------------------------
@@ -202,6 +217,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
         self.state = state
         self.options = options
         self.outputs = outputs
+        self.active_at = time.monotonic()  # live runs: the last batch (see _idle)
 
     def _profile(self, doc: dict) -> Put:
         st = self.state
@@ -226,6 +242,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
             events.clear()
 
     def on_batch(self, values: List[Event]) -> Tuple[Iterable[UserOut], bool]:
+        self.active_at = time.monotonic()
         out: list[UserOut] = []
         writes: list[Write] = []
         recent: Optional[list[Event]] = [] if self.options.recent_events > 0 else None
@@ -273,10 +290,11 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
         closed = summarize(st.windows.close_all(), self.options.engine.model_windows)
         if st.profile_dirty:
             self.outputs.write([self._profile(st.profile_doc(st.profile.last_seen or 0))])
-        # An evicted user starts afresh when they come back: the bot rules' flag goes
-        # with their state (else the River step would hold it for ever).
+        # An evicted user starts afresh when they come back: the bot rules' and the
+        # model's flags go with their state (else the River step would hold them for
+        # ever: memory that idle eviction would not bound).
         bot = "" if evicted and st.bots is not None and st.bots.reason else None
-        return [ModelUpdate.closing(st.user_id, closed, bot)] if closed or bot is not None else []
+        return [ModelUpdate.closing(st.user_id, closed, bot, evicted)] if closed or bot is not None or evicted else []
 
     def on_eof(self) -> Tuple[Iterable[UserOut], bool]:
         return self._final(evicted=False), self.RETAIN
@@ -287,6 +305,8 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
         return _idle_deadline(self.options.live_idle_s)
 
     def on_notify(self) -> Tuple[Iterable[UserOut], bool]:
+        if not _idle(self.active_at, self.options.live_idle_s):
+            return [], self.RETAIN  # (active since the deadline was set: a new one is)
         # Idle in a live run: close the windows, write the last profile, free the state.
         return self._final(evicted=True), self._free()
 
@@ -361,8 +381,10 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
         self.outputs = outputs
         self.user_id: Optional[str] = None
         self._recs_deadline: Optional[datetime] = None  # live runs: when a held-back list is due
+        self.active_at = time.monotonic()  # live runs: the last batch (see _idle)
 
     def on_batch(self, values: List[ListIn]) -> Tuple[Iterable[ItemUpdate], bool]:
+        self.active_at = time.monotonic()
         waiting = self.waiting if self.waiting is not None else []
         for v in values:
             if type(v) is Verdict:
@@ -376,7 +398,6 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
         learn = self.outputs.recommender.learn_update
         view = None
         done = 0
-        forgotten = False
         for up in waiting:
             verdict = None
             if up.needs_verdict:
@@ -387,12 +408,10 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             if up.forget:
                 w, item_update = self.outputs.recommender.forget(up)
                 self.recs = UserRecs(self.options.engine.max_seen)
-                forgotten = True
             else:
                 if view is None:
                     view = self.outputs.view()
                 w, item_update = learn(self.recs, up, verdict, view)
-                forgotten = False
             writes.extend(w)
             out.append(item_update)
             done += 1
@@ -402,8 +421,10 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             self.verdicts = None
         if writes:
             self.outputs.write(writes)
-        if forgotten and self.waiting is None and self.verdicts is None:
-            return out, self._free()  # (a user forgotten with nothing after: nothing to keep)
+        if not self.recs.known and self.waiting is None and self.verdicts is None:
+            # A user forgotten with nothing after, or only the last windows of a user
+            # this step had already freed: nothing to keep.
+            return out, self._free()
         return out, self.RETAIN
 
     def _free(self) -> bool:
@@ -431,6 +452,7 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             if self._recs_deadline is None:
                 self._recs_deadline = _utcnow() + timedelta(seconds=self.options.engine.recs_interval_s)
             return self._recs_deadline
+        self._recs_deadline = None  # (the list was written by an event in the meantime)
         return _idle_deadline(self.options.live_idle_s)
 
     def on_notify(self) -> Tuple[Iterable[ItemUpdate], bool]:
@@ -439,7 +461,9 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             self._recs_deadline = None
             self._pending()
             return [], self.RETAIN
-        if self.waiting:
+        # (the deadline passed may be the list's, written since by an event; or the idle
+        # one, with an event in the same activation: see _idle)
+        if self.waiting or not _idle(self.active_at, self.options.live_idle_s):
             return [], self.RETAIN
         return [], self._free()  # idle in a live run: free the state
 
@@ -495,6 +519,8 @@ class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], tuple]):
                 out.append(StreamPurge(keys.anomalies, "user_id", up.user_id))
                 continue
             verdict = models.learn_one(up.user_id, up.src, up.seq, up.windows, up.bot, up.ts)
+            if up.evicted:
+                models.release(up.user_id)
             out.append(verdict)
             for anomaly, window_end, new in verdict.anomalies:
                 if new:

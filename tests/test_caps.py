@@ -13,6 +13,7 @@ from pulse.operators.events import Event
 from pulse.operators.windows import LOG_SLOTS, MAX_ITEMS, UserWindows
 from pulse.state.engine import ModelUpdate
 from pulse.state.recs import Recommender, UserRecs
+from pulse.state.river_models import RiverConfig, RiverModels
 from pulse.state.user import UserState
 
 T0 = 1_767_571_200_000
@@ -106,3 +107,13 @@ def test_one_users_flood_leaves_the_list_step_state_at_its_caps(shape):
     large, _ = list_state(events)
     a, b = len(pickle.dumps(small)), len(pickle.dumps(large))
     assert abs(b - a) < 0.01 * a, (a, b)
+
+
+def test_the_river_step_lets_go_of_a_user_a_live_run_freed():
+    models = RiverModels(RiverConfig())
+    for n in range(1_000):
+        models.learn_one(f"bot{n}", "p", n, [], rules="rate: 130 item events in one minute", ts=T0 + n)
+    assert len(models.ruled) == 1_000
+    for n in range(1_000):
+        models.release(f"bot{n}")
+    assert not models.ruled and not models.flagged

@@ -286,6 +286,8 @@ def test_a_live_run_frees_the_state_of_users_idle_for_live_idle_s(kafka_broker, 
     s = run_live(kafka_broker.bootstrap, topic, Settings(live_idle_s=1), url, idle_exit_s=5)
     assert s["events_ok"] == s["users"] == users
     assert s["users_held"] == 0 and s["lists_held"] == 0  # all idle for over 1 s when the run ended
+    # a user's last windows, sent on when the user is freed, count no user again
+    assert int(redis.Redis.from_url(url).hget("pulse:meta", "users")) == users
     # the state is freed, not what was written: every profile is in Redis, with its TTL
     r = redis.Redis.from_url(url)
     profiles = list(r.scan_iter(match="pulse:user:*:profile", count=1000))
