@@ -7,10 +7,11 @@ Starts its own Kafka broker (scripts/kafka_local.py) and redis-server, then runs
 users at ``--rate`` events/s (event time = now): once with ``PULSE_LIVE_IDLE_S`` =
 ``--idle-s``, once with the default (30 minutes: nobody is evicted within the run).
 Every second it samples ``pulse run``'s RSS (``/proc/<pid>/status``) and its
-``pulse_users_held{step="user"}`` gauge (``--metrics-port``). Prints one JSON line per
-run with the users produced, the peak and final users held and the peak and final RSS:
-with eviction the users held level off near ``rate × idle_s`` and the RSS with them;
-without, both grow with the users produced.
+``pulse_users_held{step="user"}`` gauge (``--metrics-port``). Prints one JSON line: per
+run the users produced, the peak users held and those held at exit, the RSS half-way
+through producing, at its end and at its peak: with eviction the users held level off
+near ``rate × idle_s`` (plus the lag) and the RSS with them; without, both grow with the
+users produced.
 
     .venv/bin/python benchmarks/live_idle.py --users 200000 --rate 4000 --idle-s 5
 """
@@ -92,12 +93,13 @@ def produce(bootstrap: str, topic: str, users: int, rate: float, tag: str) -> No
 
 def one_run(bootstrap: str, redis_url: str, users: int, rate: float, idle_s: float | None, partitions: int) -> dict:
     topic = f"idle-{uuid.uuid4().hex[:8]}"
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # (held: a client collected mid-call fails it)
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
     port = free_port()
     env = {**os.environ, **({"PULSE_LIVE_IDLE_S": str(idle_s)} if idle_s is not None else {})}
-    proc = subprocess.Popen([sys.executable, "-m", "pulse", "run", "--brokers", bootstrap, "--topic", topic, "--redis", redis_url,
-                             "--metrics-port", str(port), "--idle-exit", "15"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env, start_new_session=True)
+    cmd = [sys.executable, "-m", "pulse", "run", "--brokers", bootstrap, "--topic", topic, "--redis", redis_url,
+           "--metrics-port", str(port), "--idle-exit", "15"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env, start_new_session=True)
     samples: list[tuple[float, int, float]] = []
     halt = threading.Event()
 
@@ -111,15 +113,21 @@ def one_run(bootstrap: str, redis_url: str, users: int, rate: float, idle_s: flo
     sampler = threading.Thread(target=sample, daemon=True)
     time.sleep(3)  # pulse run's start-up
     sampler.start()
+    started = time.monotonic()
     produce(bootstrap, topic, users, rate, topic)
+    produced = time.monotonic()
     out, _ = proc.communicate(timeout=600)
     halt.set()
     summary = json.loads(out.strip().splitlines()[-1])
     held = [h for _, h, _ in samples if h >= 0]
     rss = [r for _, _, r in samples]
+    # the RSS half-way through producing and at its end: level with eviction (a plateau)
+    mid = [r for t, _, r in samples if t <= started + (produced - started) / 2]
+    end = [r for t, _, r in samples if t <= produced]
     return {"idle_s": idle_s if idle_s is not None else 1800.0, "users": summary["users"], "events_ok": summary["events_ok"],
             "users_held_peak": max(held, default=None), "users_held_at_exit": summary["users_held"],
-            "rss_peak_mb": round(max(rss, default=0), 1), "rss_last_mb": round(rss[-1], 1) if rss else None,
+            "rss_mid_mb": round(mid[-1], 1) if mid else None, "rss_end_mb": round(end[-1], 1) if end else None,
+            "rss_peak_mb": round(max(rss, default=0), 1),
             "rate": rate, "lag_at_exit": summary["lag_at_exit"]}
 
 

@@ -302,7 +302,8 @@ def create_app(settings: Settings, brokers, topic: str, demo_shop: bool = False)
     buckets = ClientBuckets(settings.collect_rate_per_s, settings.collect_rate_burst) if settings.collect_rate_per_s > 0 else None
     ip_key = settings.collect_ip_hash_key.get_secret_value().encode() if settings.collect_ip_hash_key else b""
     # (compared as digests, in constant time: neither the token nor its length shows in timing)
-    admin_digest = hashlib.sha256(settings.collect_admin_token.get_secret_value().encode()).digest() if settings.collect_admin_token else None
+    admin = settings.collect_admin_token
+    admin_digest = hashlib.sha256(admin.get_secret_value().encode()).digest() if admin else None
     limit = settings.collect_max_body_bytes
 
     @asynccontextmanager

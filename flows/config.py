@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     enthusiast_event_types: tuple[str, ...] = Field(("view",), description="event types that count as viewing an item")
     enthusiast_max_categories: int = Field(32, description="categories tracked per user for the rule")
     # per-user caps (see the README's "Bounded state")
-    dedup_capacity: int = Field(1_024, ge=1, description="event ids remembered per user for dedup (the newest; older ones are forgotten)")
-    max_seen: int = Field(2_000, ge=1, description="items remembered per user as seen, and as bought (exclusions; the oldest tenth goes at once)")
+    dedup_capacity: int = Field(1_024, ge=1, description="event ids remembered per user for dedup (the newest)")
+    max_seen: int = Field(2_000, ge=1, description="items remembered per user as seen, and as bought (the oldest tenth goes at once)")
     # windows
     tumbling_s: tuple[int, ...] = (60, 3600)
     session_gap_s: int = 1800
@@ -143,8 +143,8 @@ class Settings(BaseSettings):
     collect_stamp_user_agent: bool = Field(False, description="collector: put the request's User-Agent into each event (crawlers then get bot_user_agent)")
     collect_stamp_ip: Literal["none", "ip", "hash"] = Field("none", description="collector: add the client IP to each event: none, ip, or hash (HMAC with collect_ip_hash_key)")
     collect_ip_hash_key: Optional[SecretStr] = Field(None, description="collector: secret key of the IP hash (collect_stamp_ip=hash)")
-    collect_admin_token: Optional[SecretStr] = Field(None, description="collector: the operator token a request must carry (Authorization: Bearer ...) "
-                                                     "for its forget events to be taken; without it forget events are refused")
+    collect_admin_token: Optional[SecretStr] = Field(
+        None, description="collector: the operator token (Authorization: Bearer ...) a request needs for its forget events to be taken")
     collect_forwarded_allow_ips: Optional[str] = Field(None, description="collector: proxies whose X-Forwarded-For is trusted for the client IP (comma-separated, or *)")
     collect_queue_max: int = Field(100_000, ge=1, description="collector: events waiting for Kafka before requests get 503 + Retry-After")
     collect_retry_after_s: int = Field(1, ge=1, description="collector: Retry-After of a 503 when the queue is full")

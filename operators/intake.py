@@ -216,14 +216,17 @@ def admit(candidates: list[Any], stamps: Stamps, limits: Validation = DEFAULT_VA
             out.consent_withdrawals += 1
             continue
         if verdict.type == "forget" and not operator:
-            why = "the request's Authorization is not the collector's operator token" if token_given else "the request carries no operator token"
-            out.rejected.append(Rejection(index, FORGET_REFUSED, "type",
-                                          f"forget events are not taken from browsers ({why}): a forged one would delete another user's "
-                                          "data; delete users with `pulse forget USER_ID --brokers HOST:PORT --topic TOPIC`, or send "
-                                          "with Authorization: Bearer <PULSE_COLLECT_ADMIN_TOKEN>"))
+            out.rejected.append(Rejection(index, FORGET_REFUSED, "type", _forget_refused(token_given)))
             continue
         out.accepted.append(Accepted(verdict.user_id.encode(), verdict.payload))
     return out
+
+
+def _forget_refused(token_given: bool) -> str:
+    why = "the request's Authorization is not the collector's operator token" if token_given else "the request carries no operator token"
+    return (f"forget events are not taken from browsers ({why}): a forged one would delete another user's data; "
+            "delete users with `pulse forget USER_ID --brokers HOST:PORT --topic TOPIC`, "
+            "or send with Authorization: Bearer <PULSE_COLLECT_ADMIN_TOKEN>")
 
 
 class _Parsed(NamedTuple):
