@@ -12,6 +12,7 @@ from pulse.flows.config import Settings
 from pulse.operators.events import Event
 from pulse.operators.windows import LOG_SLOTS, MAX_ITEMS, UserWindows
 from pulse.state.engine import ModelUpdate
+from pulse.state.profile import ProfileConfig, UserProfile
 from pulse.state.recs import Recommender, UserRecs
 from pulse.state.river_models import RiverConfig, RiverModels
 from pulse.state.user import UserState
@@ -35,6 +36,19 @@ def test_one_users_event_ids_stay_at_the_dedup_capacity():
         st.learn_one(view(n, T0 + n * 1000))
     assert len(st.event_ids) == 8 * 64  # 8-byte hashes: the newest 64 ids
     assert st.learn_one(view(999, T0 + 2_000_000)).duplicate and not st.learn_one(view(1, T0 + 2_000_001)).duplicate
+
+
+def test_one_users_profile_keeps_at_most_twice_its_category_and_item_caps():
+    profile = UserProfile(ProfileConfig(max_categories=4, max_items=5))
+    sizes = []
+    for n in range(1, 1_001):  # a new item and a new category at every view
+        profile.learn_one(view(n, T0 + n * 1000))
+        sizes.append(len(pickle.dumps(profile)))
+    categories = profile.category_scores(T0 + 1_000_000)
+    assert 4 <= len(categories) <= 8 and f"c{1_000 % 300:03d}" in categories  # the newest is kept
+    # the tables fill to twice their caps and are pruned back: the same largest state
+    # in the second 500 views as in the first
+    assert max(sizes[500:]) == max(sizes[:500])
 
 
 def list_state(events: list[Event], **settings) -> tuple[UserRecs, int]:
