@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import collections
 import gc
+import hashlib
+import hmac
 import logging
 import signal
 import threading
@@ -273,6 +275,16 @@ def _json(doc: Any, status: int = 200, headers: Optional[dict] = None) -> Respon
     return Response(orjson.dumps(doc), status_code=status, media_type="application/json", headers=headers)
 
 
+def _bearer(authorization: Optional[str]) -> Optional[str]:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
 def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -289,6 +301,9 @@ def create_app(settings: Settings, brokers, topic: str, demo_shop: bool = False)
     collector = Collector(settings, topic, metrics, EventProducer(brokers, topic, settings, metrics), time.monotonic())
     buckets = ClientBuckets(settings.collect_rate_per_s, settings.collect_rate_burst) if settings.collect_rate_per_s > 0 else None
     ip_key = settings.collect_ip_hash_key.get_secret_value().encode() if settings.collect_ip_hash_key else b""
+    # (compared as digests, in constant time: neither the token nor its length shows in timing)
+    admin = settings.collect_admin_token
+    admin_digest = hashlib.sha256(admin.get_secret_value().encode()).digest() if admin else None
     limit = settings.collect_max_body_bytes
 
     @asynccontextmanager
@@ -351,7 +366,10 @@ def create_app(settings: Settings, brokers, topic: str, demo_shop: bool = False)
             ip=ip if settings.collect_stamp_ip == "ip" else None,
             ip_hash=hash_ip(ip_key, ip) if settings.collect_stamp_ip == "hash" else None,
         )
-        out = admit(candidates, stamps)
+        token = _bearer(headers.get("authorization"))
+        operator = (admin_digest is not None and token is not None
+                    and hmac.compare_digest(hashlib.sha256(token.encode()).digest(), admin_digest))
+        out = admit(candidates, stamps, operator=operator, token_given=token is not None)
         if collector.producer.fatal:
             return answer(503, {"error": "producer_failed", "detail": f"the Kafka producer failed ({collector.producer.fatal}); "
                                 "the collector must be restarted"}, started)

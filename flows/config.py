@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     enthusiast_window_s: float = Field(86400.0, description="event-time seconds within which those items must have been viewed")
     enthusiast_event_types: tuple[str, ...] = Field(("view",), description="event types that count as viewing an item")
     enthusiast_max_categories: int = Field(32, description="categories tracked per user for the rule")
+    # per-user caps (see the README's "Bounded state")
+    dedup_capacity: int = Field(1_024, ge=1, description="event ids remembered per user for dedup (the newest)")
+    max_seen: int = Field(2_000, ge=1, description="items remembered per user as seen, and as bought (the oldest tenth goes at once)")
     # windows
     tumbling_s: tuple[int, ...] = (60, 3600)
     session_gap_s: int = 1800
@@ -140,6 +143,8 @@ class Settings(BaseSettings):
     collect_stamp_user_agent: bool = Field(False, description="collector: put the request's User-Agent into each event (crawlers then get bot_user_agent)")
     collect_stamp_ip: Literal["none", "ip", "hash"] = Field("none", description="collector: add the client IP to each event: none, ip, or hash (HMAC with collect_ip_hash_key)")
     collect_ip_hash_key: Optional[SecretStr] = Field(None, description="collector: secret key of the IP hash (collect_stamp_ip=hash)")
+    collect_admin_token: Optional[SecretStr] = Field(
+        None, description="collector: the operator token (Authorization: Bearer ...) a request needs for its forget events to be taken")
     collect_forwarded_allow_ips: Optional[str] = Field(None, description="collector: proxies whose X-Forwarded-For is trusted for the client IP (comma-separated, or *)")
     collect_queue_max: int = Field(100_000, ge=1, description="collector: events waiting for Kafka before requests get 503 + Retry-After")
     collect_retry_after_s: int = Field(1, ge=1, description="collector: Retry-After of a 503 when the queue is full")
@@ -206,7 +211,7 @@ class Settings(BaseSettings):
         if self.redis_url:
             found.add(urlsplit(self.redis_url).password)
         for value in (self.redis_password, self.kafka_sasl_password, self.kafka_ssl_key_password, self.serve_token,
-                      self.collect_ip_hash_key, self.pseudonymize_key):
+                      self.collect_ip_hash_key, self.collect_admin_token, self.pseudonymize_key):
             found.add(value.get_secret_value() if value else None)
         for path in (self.redis_password_file, self.kafka_sasl_password_file):
             found.add(_read_secret(path, "") if path and path.is_file() else None)
@@ -217,7 +222,7 @@ class Settings(BaseSettings):
         """The settings as JSON values, secrets masked (what ``pulse config`` prints)."""
         doc = self.model_dump(mode="json")
         for name in ("redis_password", "kafka_sasl_password", "kafka_ssl_key_password", "serve_token", "collect_ip_hash_key",
-                     "pseudonymize_key"):
+                     "collect_admin_token", "pseudonymize_key"):
             if doc.get(name):
                 doc[name] = "***"
         if self.redis_url and urlsplit(self.redis_url).password:
@@ -237,6 +242,7 @@ class Settings(BaseSettings):
                                max_dwell_ms=self.bot_max_dwell_ms, scroll_share=self.bot_scroll_share,
                                walk_categories=self.bot_walk_categories, min_rules=self.bot_min_rules,
                                session_gap_s=self.session_gap_s),
+            dedup_capacity=self.dedup_capacity,
             tumbling_s=tuple(self.tumbling_s),
             session_gap_s=self.session_gap_s,
             allowed_lateness_s=self.allowed_lateness_s,
@@ -262,6 +268,7 @@ class Settings(BaseSettings):
             recs_ttl_s=self.ttl_recs_s or self.user_ttl_s,
             verdict_ttl_s=self.ttl_segment_s or self.user_ttl_s,
             events_ttl_s=self.ttl_events_s or self.user_ttl_s,
+            max_seen=self.max_seen,
         )
 
 

@@ -375,6 +375,7 @@ def dead_letter_headers(d: DeadLetter) -> list[tuple[str, bytes]]:
         ("pulse-detail", d.detail.encode("utf-8", "replace")),
         ("pulse-source", d.source.encode()),
         ("pulse-position", str(d.position).encode()),
+        *([("pulse-payload-withheld", b"true")] if d.payload_withheld else []),
     ]
 
 

@@ -40,6 +40,8 @@ FRESHNESS = Histogram("pulse_freshness_seconds",
                       "Live runs: from the event time of a user's latest event until the user's list is in Redis",
                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 ALERT = Gauge("pulse_monitor_alert", "1 while a data-quality threshold is crossed", ["check"])
+USERS_HELD = Gauge("pulse_users_held", "Per-user states this process holds now, by step (user: windows and profile; "
+                   "list: the list's state); a live run frees idle users'", ["step"])
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:

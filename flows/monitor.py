@@ -234,6 +234,10 @@ class Monitor:
         for reason, n in new.dlq.items():
             metrics.EVENTS_DEAD.labels(reason=reason).inc(n - r["dlq"].get(reason, 0))
         self._reported = dict(in_=new.events_in, ok=new.events_ok, late=new.late, dlq=dict(new.dlq))
+        with self.counters.lock:
+            held = dict(self.counters.held)
+        for step, n in held.items():
+            metrics.USERS_HELD.labels(step=step).set(n)
         if old is not new:
             metrics.EVENTS_PER_S.set((new.events_in - old.events_in) / max(1e-3, (new.t - old.t) / 1000))
         raised = {a["check"]: a for a in alerts}

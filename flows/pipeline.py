@@ -68,7 +68,10 @@ class RunHandles:
         """The Redis stores of this process's workers (one each)."""
         with self._lock:
             if self._writers is None:
-                self._writers = WorkerStores(redis_url, flush_interval_s, on_store=self.stores.append, hooks=self._store_hooks)
+                # (a live run does not remember every user it wrote, which would grow
+                # without bound: it counts the user states it made instead)
+                self._writers = WorkerStores(redis_url, flush_interval_s, on_store=self.stores.append, hooks=self._store_hooks,
+                                             track_users=not self.live)
             return self._writers
 
     def _store_hooks(self) -> tuple:
@@ -135,7 +138,7 @@ def build_flow(
     def flush() -> None:
         writers.current().flush()
 
-    outputs = UserOutputs(Recommender(options.engine), lambda: handles.view(redis_url, options), write, flush)
+    outputs = UserOutputs(Recommender(options.engine), lambda: handles.view(redis_url, options), write, flush, counters)
     flow = Dataflow(name)
     raw = op.input("input", flow, source)
     events, rest = parse_records("parse", raw, fmt, options.pseudonymize_key)

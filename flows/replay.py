@@ -133,16 +133,22 @@ def step_options(settings: Settings, live: bool = False, snapshots: bool = False
 
 def summary(handles: RunHandles, events_in: int, seconds: float) -> dict:
     c = handles.counters
-    users = DistinctHashes()
-    for store in handles.stores:
-        users = users.union(store.stats.profile_hashes)
+    if handles.live:
+        users = c.made["user"]
+    else:
+        seen = DistinctHashes()
+        for store in handles.stores:
+            seen = seen.union(store.stats.profile_hashes)
+        users = len(seen)
     return {
         "events_in": events_in,
         "events_ok": c.events_ok,
         "events_dlq": c.events_dlq,
         "dlq_by_reason": dict(sorted(c.dlq.items())),
         "events_late": c.late,
-        "users": len(users),
+        "users": users,
+        "users_held": c.held["user"],
+        "lists_held": c.held["list"],
         "keys_written": sum(s.stats.keys_written for s in handles.stores),
         "seconds": round(seconds, 3),
         "events_per_s": round(events_in / seconds, 1) if seconds > 0 else None,
@@ -270,7 +276,7 @@ def run_local_cluster(args: Sequence[str], processes: int, env: Optional[dict] =
         raise RuntimeError(f"cluster process(es) {failed} failed; see their errors above")
     summaries = [orjson.loads(out.strip().splitlines()[-1]) for out in outputs]
     total: dict = {"processes": processes}
-    for key in ("events_in", "events_ok", "events_dlq", "events_late", "users", "keys_written"):
+    for key in ("events_in", "events_ok", "events_dlq", "events_late", "users", "users_held", "lists_held", "keys_written"):
         total[key] = sum(s.get(key, 0) for s in summaries)
     reasons: dict = {}
     for s in summaries:

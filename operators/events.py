@@ -183,22 +183,26 @@ class DeadLetter:
     detail: str = ""
     user_id: Optional[str] = dc_field(default=None, compare=False)
     seq: int = -1
+    #: the payload was not kept: user ids are pseudonymized and it is not a JSON object
+    #: whose ids could be replaced (:func:`pulse.state.privacy.pseudonymous_payload`)
+    payload_withheld: bool = False
 
     def to_json(self) -> bytes:
         try:
             payload: Any = self.payload.decode("utf-8")
         except UnicodeDecodeError:
             payload = self.payload.decode("latin-1")
-        return orjson.dumps(
-            {
-                "reason": self.reason,
-                "field": self.field,
-                "detail": self.detail,
-                "source": self.source,
-                "position": self.position,
-                "payload": payload,
-            }
-        )
+        doc = {
+            "reason": self.reason,
+            "field": self.field,
+            "detail": self.detail,
+            "source": self.source,
+            "position": self.position,
+            "payload": payload,
+        }
+        if self.payload_withheld:
+            doc["payload_withheld"] = True
+        return orjson.dumps(doc)
 
 
 #: Every dead-letter reason, with what it means (the README's table is built from this).

@@ -13,6 +13,11 @@ refuses; only ``duplicate_event`` needs per-user state and is left to the flow.
 An event with ``consent: false`` is a user's opt-out: the flow must see it to act on
 it, so it is forwarded, stripped to the ids, type and time (:data:`CONSENT_FIELDS`).
 
+A ``forget`` event deletes everything Pulse holds of the user it names, and nothing
+proves that a browser sending one is that user: from a browser it would let anyone
+delete anyone. It is refused (:data:`FORGET_REFUSED`) unless the request is an
+operator's (``operator=True``: it carried the collector's operator token).
+
 Example:
 
 >>> body = b'[{"user_id": "u1", "type": "view", "ts": 1767571200000}, {"user_id": "u1", "type": "teleport", "ts": 1767571200000}]'
@@ -40,6 +45,9 @@ SOURCE = "http"
 
 #: What a forwarded opt-out keeps of its event (the rest of the payload is not kept).
 CONSENT_FIELDS = ("user_id", "anonymous_id", "type", "ts", "received_at")
+
+#: The collector's own rejection reason (the flow's are :data:`~pulse.operators.events.REASONS`).
+FORGET_REFUSED = "forget_refused"
 
 
 class BodyError(ValueError):
@@ -185,8 +193,11 @@ class Admitted:
     consent_withdrawals: int = 0
 
 
-def admit(candidates: list[Any], stamps: Stamps, limits: Validation = DEFAULT_VALIDATION) -> Admitted:
-    """Stamp, serialize and validate every candidate of a body (see the module's docstring)."""
+def admit(candidates: list[Any], stamps: Stamps, limits: Validation = DEFAULT_VALIDATION, operator: bool = False,
+          token_given: bool = False) -> Admitted:
+    """Stamp, serialize and validate every candidate of a body (see the module's
+    docstring). ``forget`` events pass only when ``operator``; ``token_given`` says the
+    request carried a token that was not the operator's (for the rejection's detail)."""
     out = Admitted()
     for index, obj in enumerate(candidates):
         if isinstance(obj, DeadLetter):
@@ -204,12 +215,23 @@ def admit(candidates: list[Any], stamps: Stamps, limits: Validation = DEFAULT_VA
             out.accepted.append(Accepted(verdict.user_id.encode(), orjson.dumps(stripped)))
             out.consent_withdrawals += 1
             continue
+        if verdict.type == "forget" and not operator:
+            out.rejected.append(Rejection(index, FORGET_REFUSED, "type", _forget_refused(token_given)))
+            continue
         out.accepted.append(Accepted(verdict.user_id.encode(), verdict.payload))
     return out
 
 
+def _forget_refused(token_given: bool) -> str:
+    why = "the request's Authorization is not the collector's operator token" if token_given else "the request carries no operator token"
+    return (f"forget events are not taken from browsers ({why}): a forged one would delete another user's data; "
+            "delete users with `pulse forget USER_ID --brokers HOST:PORT --topic TOPIC`, "
+            "or send with Authorization: Bearer <PULSE_COLLECT_ADMIN_TOKEN>")
+
+
 class _Parsed(NamedTuple):
     user_id: str
+    type: str
     payload: bytes
 
 
@@ -219,4 +241,4 @@ def _parse(index: int, obj: Any, limits: Validation) -> Union[_Parsed, DeadLette
     verdict = parse(Raw(SOURCE, index, payload), limits)
     if isinstance(verdict, DeadLetter):
         return verdict
-    return _Parsed(verdict.user_id, payload)
+    return _Parsed(verdict.user_id, verdict.type, payload)

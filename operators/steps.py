@@ -41,7 +41,7 @@ from pulse.operators.windows import summarize
 from pulse.state.engine import Engine, EngineConfig, ItemUpdate, ModelUpdate, iso_ms
 from pulse.state.recs import Recommender
 from pulse.state.river_models import RiverModels, Verdict
-from pulse.state.privacy import pseudonym
+from pulse.state.privacy import pseudonym, pseudonymous_payload
 from pulse.state.profile import profile_value
 from pulse.state.store import Delete, Put, StreamAdd, StreamPurge, Write
 from pulse.state.user import UserConfig, UserState
@@ -70,11 +70,25 @@ class Counters:
     events_ok: int = 0
     late: int = 0
     dlq: dict = field(default_factory=dict)
+    #: the per-user states this process holds now, and has made, by step ("user": the
+    #: user step's, "list": the list step's). A live run frees an idle user's
+    #: (``live_idle_s``): that is what bounds its memory over many distinct users.
+    held: dict = field(default_factory=lambda: {"user": 0, "list": 0})
+    made: dict = field(default_factory=lambda: {"user": 0, "list": 0})
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def dead(self, reason: str) -> None:
         with self.lock:
             self.dlq[reason] = self.dlq.get(reason, 0) + 1
+
+    def state_made(self, step: str) -> None:
+        with self.lock:  # (several worker threads make and free states)
+            self.held[step] += 1
+            self.made[step] += 1
+
+    def state_freed(self, step: str) -> None:
+        with self.lock:
+            self.held[step] -= 1
 
     @property
     def events_dlq(self) -> int:
@@ -117,8 +131,23 @@ def _idle_deadline(idle_s: float) -> datetime:
     now = time.monotonic()
     if now >= until or cached_s != idle_s:
         deadline = _utcnow() + timedelta(seconds=idle_s)
-        _idle_cache = (now + min(1.0, idle_s / 100), idle_s, deadline)
+        _idle_cache = (now + _idle_slack(idle_s), idle_s, deadline)
     return deadline
+
+
+def _idle_slack(idle_s: float) -> float:
+    """How much earlier than ``idle_s`` after a key's last batch its cached deadline
+    may fall."""
+    return min(1.0, idle_s / 100)
+
+
+def _idle(active_at: float, idle_s: float) -> bool:
+    """Whether a key last active at ``active_at`` (monotonic) has been idle ``idle_s``.
+    Bytewax calls ``on_notify`` after ``on_batch`` when the time ``notify_at`` gave
+    *before* the batch has passed: after a stall (Redis down, a backlog read at full
+    speed) a user's event and their idle deadline come in one activation, and the user
+    is not idle."""
+    return time.monotonic() - active_at >= idle_s - _idle_slack(idle_s)
 
 
 # -- 1. parse ---------------------------------------------------------------------------
@@ -137,13 +166,23 @@ def parse_records(step_id: str, up: Stream[Raw], fmt: Format,
         for n, x in enumerate(out):
             if type(x) is Event:
                 out[n] = x.model_copy(update={"user_id": pseudonym(x.user_id, pseudonymize_key)})
-            elif type(x) is DeadLetter and x.user_id is not None:
-                out[n] = dataclasses.replace(x, user_id=pseudonym(x.user_id, pseudonymize_key))
+            elif type(x) is DeadLetter:
+                out[n] = _pseudonymous_dead_letter(x, pseudonymize_key)
         return out
 
     parsed = op.flat_map_batch(f"{step_id}_parse", up, parse_batch if pseudonymize_key is None else parse_pseudonymous)
     split = op.branch(f"{step_id}_split", parsed, lambda x: isinstance(x, Event))
     return split.trues, split.falses
+
+
+def _pseudonymous_dead_letter(d: DeadLetter, key: bytes) -> DeadLetter:
+    """``d`` with nothing raw of its user: the pseudonym as its user id, and its payload's
+    ids replaced, or the payload withheld where they cannot be found (:func:`pseudonymous_payload`)."""
+    payload = pseudonymous_payload(d.payload, key)
+    user_id = pseudonym(d.user_id, key) if d.user_id is not None else None
+    if payload is None:
+        return dataclasses.replace(d, payload=b"", user_id=user_id, payload_withheld=True)
+    return dataclasses.replace(d, payload=payload, user_id=user_id)
 
 
 def withdrawal(d: DeadLetter) -> Event:
@@ -170,6 +209,8 @@ class UserOutputs:
     view: Callable[[], object]
     write: Callable[[list], None]
     flush: Callable[[], None]
+    #: where the steps count the per-user states they make and free
+    counters: Counters = field(default_factory=Counters)
 
 
 class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
@@ -177,6 +218,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
         self.state = state
         self.options = options
         self.outputs = outputs
+        self.active_at = time.monotonic()  # live runs: the last batch (see _idle)
 
     def _profile(self, doc: dict) -> Put:
         st = self.state
@@ -201,6 +243,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
             events.clear()
 
     def on_batch(self, values: List[Event]) -> Tuple[Iterable[UserOut], bool]:
+        self.active_at = time.monotonic()
         out: list[UserOut] = []
         writes: list[Write] = []
         recent: Optional[list[Event]] = [] if self.options.recent_events > 0 else None
@@ -233,8 +276,13 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
             self._recent(recent, writes)
         if writes:
             self.outputs.write(writes)
-        # (a user forgotten with no event after: nothing to keep)
-        return out, self.DISCARD if st.user_id is None else self.RETAIN
+        if st.user_id is None:  # a user forgotten with no event after: nothing to keep
+            return out, self._free()
+        return out, self.RETAIN
+
+    def _free(self) -> bool:
+        self.outputs.counters.state_freed("user")
+        return self.DISCARD
 
     def _final(self, evicted: bool) -> list[UserOut]:
         st = self.state
@@ -243,10 +291,11 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
         closed = summarize(st.windows.close_all(), self.options.engine.model_windows)
         if st.profile_dirty:
             self.outputs.write([self._profile(st.profile_doc(st.profile.last_seen or 0))])
-        # An evicted user starts afresh when they come back: the bot rules' flag goes
-        # with their state (else the River step would hold it for ever).
+        # An evicted user starts afresh when they come back: the bot rules' and the
+        # model's flags go with their state (else the River step would hold them for
+        # ever: memory that idle eviction would not bound).
         bot = "" if evicted and st.bots is not None and st.bots.reason else None
-        return [ModelUpdate.closing(st.user_id, closed, bot)] if closed or bot is not None else []
+        return [ModelUpdate.closing(st.user_id, closed, bot, evicted)] if closed or bot is not None or evicted else []
 
     def on_eof(self) -> Tuple[Iterable[UserOut], bool]:
         return self._final(evicted=False), self.RETAIN
@@ -257,8 +306,10 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
         return _idle_deadline(self.options.live_idle_s)
 
     def on_notify(self) -> Tuple[Iterable[UserOut], bool]:
+        if not _idle(self.active_at, self.options.live_idle_s):
+            return [], self.RETAIN  # (active since the deadline was set: a new one is)
         # Idle in a live run: close the windows, write the last profile, free the state.
-        return self._final(evicted=True), self.DISCARD
+        return self._final(evicted=True), self._free()
 
     def snapshot(self) -> Optional[UserState]:
         if not self.options.snapshots:
@@ -275,6 +326,7 @@ def track_users(step_id: str, events: Stream[Event], options: StepOptions, outpu
     keyed = op.key_on(f"{step_id}_key", events, lambda ev: ev.user_id)
 
     def build(resume: Optional[UserState]) -> _UserLogic:
+        outputs.counters.state_made("user")
         return _UserLogic(resume if resume is not None else UserState(options.user), options, outputs)
 
     out = op.stateful_batch(f"{step_id}_state", keyed, build)
@@ -330,8 +382,10 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
         self.outputs = outputs
         self.user_id: Optional[str] = None
         self._recs_deadline: Optional[datetime] = None  # live runs: when a held-back list is due
+        self.active_at = time.monotonic()  # live runs: the last batch (see _idle)
 
     def on_batch(self, values: List[ListIn]) -> Tuple[Iterable[ItemUpdate], bool]:
+        self.active_at = time.monotonic()
         waiting = self.waiting if self.waiting is not None else []
         for v in values:
             if type(v) is Verdict:
@@ -345,7 +399,6 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
         learn = self.outputs.recommender.learn_update
         view = None
         done = 0
-        forgotten = False
         for up in waiting:
             verdict = None
             if up.needs_verdict:
@@ -356,12 +409,10 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             if up.forget:
                 w, item_update = self.outputs.recommender.forget(up)
                 self.recs = self.outputs.recommender.new_state()
-                forgotten = True
             else:
                 if view is None:
                     view = self.outputs.view()
                 w, item_update = learn(self.recs, up, verdict, view)
-                forgotten = False
             writes.extend(w)
             out.append(item_update)
             done += 1
@@ -371,9 +422,15 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             self.verdicts = None
         if writes:
             self.outputs.write(writes)
-        if forgotten and self.waiting is None and self.verdicts is None:
-            return out, self.DISCARD  # (a user forgotten with nothing after: nothing to keep)
+        if not self.recs.known and self.waiting is None and self.verdicts is None:
+            # A user forgotten with nothing after, or only the last windows of a user
+            # this step had already freed: nothing to keep.
+            return out, self._free()
         return out, self.RETAIN
+
+    def _free(self) -> bool:
+        self.outputs.counters.state_freed("list")
+        return self.DISCARD
 
     def _pending(self) -> None:
         if self.user_id is not None:
@@ -396,6 +453,7 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             if self._recs_deadline is None:
                 self._recs_deadline = _utcnow() + timedelta(seconds=self.options.engine.recs_interval_s)
             return self._recs_deadline
+        self._recs_deadline = None  # (the list was written by an event in the meantime)
         return _idle_deadline(self.options.live_idle_s)
 
     def on_notify(self) -> Tuple[Iterable[ItemUpdate], bool]:
@@ -404,9 +462,11 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             self._recs_deadline = None
             self._pending()
             return [], self.RETAIN
-        if self.waiting:
+        # (the deadline passed may be the list's, written since by an event; or the idle
+        # one, with an event in the same activation: see _idle)
+        if self.waiting or not _idle(self.active_at, self.options.live_idle_s):
             return [], self.RETAIN
-        return [], self.DISCARD  # idle in a live run: free the state
+        return [], self._free()  # idle in a live run: free the state
 
     def snapshot(self) -> Optional[tuple]:
         if not self.options.snapshots:
@@ -422,6 +482,7 @@ def recommend_users(step_id: str, updates: Stream[ListIn], options: StepOptions,
     keyed = op.key_on(f"{step_id}_key", updates, lambda x: x.user_id)
 
     def build(resume: Optional[tuple]) -> _ListLogic:
+        outputs.counters.state_made("list")
         return _ListLogic(resume, options, outputs)
 
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_state", keyed, build))
@@ -459,6 +520,8 @@ class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], tuple]):
                 out.append(StreamPurge(keys.anomalies, "user_id", up.user_id))
                 continue
             verdict = models.learn_one(up.user_id, up.src, up.seq, up.windows, up.bot, up.ts)
+            if up.evicted:
+                models.release(up.user_id)
             out.append(verdict)
             for anomaly, window_end, new in verdict.anomalies:
                 if new:

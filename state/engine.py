@@ -77,6 +77,9 @@ class ModelUpdate(NamedTuple):
     affinities: Optional[tuple[tuple[str, float], ...]] = None
     bot: Optional[str] = None
     forget: bool = False
+    #: a live run freed the user's state (idle for ``live_idle_s``): the River step
+    #: lets go of the user too
+    evicted: bool = False
 
     @classmethod
     def of(cls, ev: Event, weight: float, windows: Sequence[WindowSummary],
@@ -85,8 +88,9 @@ class ModelUpdate(NamedTuple):
                    ev.type == "purchase", affinities, bot)
 
     @classmethod
-    def closing(cls, user_id: str, windows: Sequence[WindowSummary], bot: Optional[str] = None) -> "ModelUpdate":
-        return cls(user_id, False, None, (), 0, 0.0, windows, bot=bot)
+    def closing(cls, user_id: str, windows: Sequence[WindowSummary], bot: Optional[str] = None,
+                evicted: bool = False) -> "ModelUpdate":
+        return cls(user_id, False, None, (), 0, 0.0, windows, bot=bot, evicted=evicted)
 
     @classmethod
     def forgetting(cls, ev: Event) -> "ModelUpdate":
@@ -98,8 +102,8 @@ class ModelUpdate(NamedTuple):
     @property
     def needs_verdict(self) -> bool:
         """Whether the River step has a say on this update (and the list step waits for
-        it): windows closed, the bot rules' verdict changed, or the user is forgotten."""
-        return bool(self.windows) or self.bot is not None or self.forget
+        it): windows closed, the bot rules' verdict changed, the user is forgotten or evicted."""
+        return bool(self.windows) or self.bot is not None or self.forget or self.evicted
 
 
 class ItemUpdate(NamedTuple):

@@ -18,11 +18,19 @@ is what forgetting deletes.
 
 **Pseudonyms.** With a key (``PULSE_PSEUDONYMIZE_KEY``) every user id is replaced by
 its :func:`pseudonym` as the flow parses it, before anything is stored or written: keys,
-values, streams and dead letters hold the pseudonym only. A frontend derives the same
-pseudonym to find the user's keys (:class:`pulse.client.PulseClient` takes the key).
+values, streams and dead letters hold the pseudonym only. A dead letter's payload (the
+record as it came) gets the same treatment (:func:`pseudonymous_payload`): in a JSON
+object ``user_id`` and ``anonymous_id`` become pseudonyms; a payload that is not a JSON
+object is not kept at all (an id in it cannot be found to be replaced), the dead letter
+keeping its reason and position. A frontend derives the same pseudonym to find the
+user's keys (:class:`pulse.client.PulseClient` takes the key).
 
 >>> pseudonym("u42", "k3y")
 '76fda38416142edf66d6753cfb5a94f2'
+>>> pseudonymous_payload(b'{"user_id": " u42 ", "type": "teleport"}', "k3y")
+b'{"user_id":"76fda38416142edf66d6753cfb5a94f2","type":"teleport"}'
+>>> pseudonymous_payload(b'{"user_id": "u42", "type": ', "k3y") is None
+True
 >>> [type(w).__name__ for w in forget_writes(KeySchema(), "u42")]
 ['Delete', 'Delete', 'Delete', 'Delete', 'StreamPurge', 'StreamPurge']
 """
@@ -31,7 +39,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Iterable, Union
+from typing import Any, Iterable, Optional, Union
+
+import orjson
 
 from pulse.state.keys import KeySchema
 from pulse.state.store import _PURGE_SCRIPT, Delete, RedisLike, StreamPurge, Write, connect
@@ -46,6 +56,39 @@ def pseudonym(user_id: str, key: Union[str, bytes]) -> str:
     ``createHmac("sha256", key).update(userId).digest("hex").slice(0, 32)``."""
     secret = key.encode() if isinstance(key, str) else key
     return hmac.new(secret, user_id.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
+
+
+#: the fields of a payload that identify a user (``anonymous_id``: the tracker's)
+ID_FIELDS = ("user_id", "anonymous_id")
+
+
+def pseudonymous_payload(payload: bytes, key: Union[str, bytes]) -> Optional[bytes]:
+    """A refused record's payload with its user ids (:data:`ID_FIELDS`) replaced by their
+    pseudonyms under ``key``, as the flow would have derived them (trimmed; a number as
+    its decimal digits; any other JSON value by its JSON text); None when the payload is
+    not a JSON object, so its ids cannot be found: it must not be kept. An empty payload
+    (an opt-out's) stays empty."""
+    if not payload:
+        return payload
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    for name in ID_FIELDS:
+        value = doc.get(name)
+        if value is not None:
+            doc[name] = pseudonym(_id_text(value), key)
+    return orjson.dumps(doc)
+
+
+def _id_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()  # (as the validator trims ids)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return orjson.dumps(value).decode()
 
 
 def forget_writes(keys: KeySchema, user_id: str) -> list[Write]:

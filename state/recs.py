@@ -149,7 +149,7 @@ class UserRecs:
         # flagged (most users; the rest of that verdict is the same for all), else the
         # verdict.
         self._anomaly: Union[None, float, dict] = None
-        self.known = False  # whether the model step has had an update of this user
+        self.known = False  # whether the model step has had an event of this user
 
     @property
     def purchased(self) -> ItemSet:
@@ -243,9 +243,11 @@ class Recommender:
                 writes.append(self.recs_write(st, up.user_id, max(st.last_ts, up.ts), view))
         if up.affinities is not None:
             st.affinities = up.affinities
+        # (a user's last windows, after a live run freed this step's state of the user,
+        # are no new user)
         item_update = ItemUpdate(up.user_id, up.event, up.item_id, up.category, up.ts, up.weight, tuple(st.recent),
-                                 st.segment, st.flagged, new_flag, not st.known, up.src, up.seq)
-        st.known = True
+                                 st.segment, st.flagged, new_flag, up.event and not st.known, up.src, up.seq)
+        st.known = st.known or up.event
         if up.event:
             writes.extend(self._learn_event(st, up, view))
         return writes, item_update

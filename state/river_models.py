@@ -130,6 +130,12 @@ class RiverModels:
         self.ruled.pop(user_id, None)
         return Verdict(user_id, src, seq, None, ())
 
+    def release(self, user_id: str) -> None:
+        """Let go of ``user_id``, whose state a live run freed: the user starts afresh
+        when they come back, and the users flagged here stay bounded by the users held."""
+        self.flagged.pop(user_id, None)
+        self.ruled.pop(user_id, None)
+
     def entry_id(self) -> str:
         """A fresh ``pulse:anomalies`` entry id: ids must grow, and derived from window
         time a replay reuses them (Redis then refuses the duplicates)."""

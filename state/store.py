@@ -653,14 +653,18 @@ class WorkerStores:
     :arg on_store: told of each store built (run summaries read their stats).
     :arg hooks: called for each store built; returns its ``on_add`` and ``on_flush``
         (see :class:`RedisStore`): each worker's store gets hooks of its own.
+    :arg track_users: the stores remember the users whose profiles they wrote
+        (:class:`RedisStore`); off for live runs, where that set would only grow.
     """
 
     def __init__(self, url: RedisLike, flush_interval_s: float = 0.01, on_store: Optional[Callable[[RedisStore], None]] = None,
-                 hooks: Optional[Callable[[], tuple[Optional[Callable], Optional[Callable]]]] = None) -> None:
+                 hooks: Optional[Callable[[], tuple[Optional[Callable], Optional[Callable]]]] = None,
+                 track_users: bool = True) -> None:
         self.url = url
         self.flush_interval_s = flush_interval_s
         self.on_store = on_store
         self.hooks = hooks
+        self.track_users = track_users
         self._lock = threading.Lock()
         self._stores: dict[int, tuple[RedisStore, int]] = {}  # thread id -> store, holders
         self._held: set[int] = set()  # threads whose steps hold their store (current)
@@ -671,7 +675,8 @@ class WorkerStores:
             entry = self._stores.get(worker)
             if entry is None:
                 on_add, on_flush = self.hooks() if self.hooks is not None else (None, None)
-                store = RedisStore(self.url, flush_interval_s=self.flush_interval_s, on_add=on_add, on_flush=on_flush)
+                store = RedisStore(self.url, flush_interval_s=self.flush_interval_s, on_add=on_add, on_flush=on_flush,
+                                   track_users=self.track_users)
                 if self.on_store is not None:
                     self.on_store(store)
                 entry = (store, 0)

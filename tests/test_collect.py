@@ -124,6 +124,52 @@ def test_consent_false_is_accepted_and_forwarded_without_its_payload(collector, 
     assert set(value) == {"user_id", "anonymous_id", "type", "ts", "received_at", "consent"} and value["consent"] is False
 
 
+def forget(n: int) -> dict:
+    return {"user_id": f"u{n}", "type": "forget", "ts": NOW}
+
+
+ADMIN_TOKEN = "op-" + uuid.uuid4().hex
+
+
+def test_a_forget_from_a_browser_is_refused_with_its_reason_and_never_produced(collector, kafka_broker, topic):
+    reply = post(collector, [event(1), forget(2), event(3)])
+    assert reply.status == 202
+    doc = reply.json()
+    assert doc["accepted"] == 2
+    [rejection] = doc["rejected"]
+    assert rejection["index"] == 1 and rejection["reason"] == "forget_refused" and rejection["field"] == "type"
+    assert "no operator token" in rejection["detail"] and "pulse forget" in rejection["detail"]
+    values = [orjson.loads(m.value()) for m in read_topic(kafka_broker.bootstrap, topic, 2)]
+    assert sorted(v["user_id"] for v in values) == ["u1", "u3"]
+
+
+def test_refused_forgets_are_counted_by_reason(collector):
+    post(collector, [forget(1), forget(2)])
+    text = request(f"{collector.url}/metrics").body.decode()
+    assert 'pulse_collect_events_rejected_total{reason="forget_refused"} 2.0' in text
+    assert collector.collector.rejected["forget_refused"] == 2
+
+
+def test_a_forget_with_the_operator_token_reaches_the_topic(kafka_broker, topic):
+    with CollectorServer(kafka_broker.bootstrap, topic, collect_admin_token=ADMIN_TOKEN) as server:
+        reply = post(server, [forget(4)], {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert reply.json() == {"accepted": 1, "rejected": []}
+        [msg] = read_topic(kafka_broker.bootstrap, topic, 1)
+        assert msg.key() == b"u4" and orjson.loads(msg.value())["type"] == "forget"
+
+
+def test_a_wrong_operator_token_lets_no_forget_through_and_no_answer_shows_the_token(kafka_broker, topic):
+    with CollectorServer(kafka_broker.bootstrap, topic, collect_admin_token=ADMIN_TOKEN) as server:
+        reply = post(server, [forget(5), event(6)], {"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}x"})
+        doc = reply.json()
+        assert doc["accepted"] == 1 and [r["reason"] for r in doc["rejected"]] == ["forget_refused"]
+        assert "not the collector's operator token" in doc["rejected"][0]["detail"]
+        [msg] = read_topic(kafka_broker.bootstrap, topic, 1)
+        assert msg.key() == b"u6"
+        metrics = request(f"{server.url}/metrics").body
+        assert ADMIN_TOKEN.encode() not in reply.body + metrics and ADMIN_TOKEN[:-1].encode() not in reply.body + metrics
+
+
 def test_a_body_over_the_limit_is_a_413_and_nothing_is_produced(kafka_broker, topic):
     with CollectorServer(kafka_broker.bootstrap, topic, collect_max_body_bytes=4096) as server:
         reply = post(server, [event(n) for n in range(100)])

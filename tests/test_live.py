@@ -268,3 +268,38 @@ def test_a_two_process_cluster_resumes_from_process_0s_recovery_store(kafka_brok
     again = cluster()
     assert sum(s["events_in"] for s in again) == 800
     assert all(s["lag_at_exit"] == 0 for s in again)
+
+
+def one_event_users(path, users: int) -> None:
+    now = int(time.time() * 1000)
+    path.write_bytes(b"".join(orjson.dumps({"user_id": f"idle-{n}", "type": "view", "item_id": f"i{n % 50}", "ts": now + n})
+                              + b"\n" for n in range(users)))
+
+
+def test_a_live_run_frees_the_state_of_users_idle_for_live_idle_s(kafka_broker, redis_server, tmp_path):
+    users = 400
+    one_event_users(tmp_path / "users.jsonl", users)
+    topic = kafka_broker.create_topic(unique("idle"), partitions=2)
+    assert produce(tmp_path / "users.jsonl", "native", kafka_broker.bootstrap, topic)["failed"] == 0
+    url = redis_server.url(30)
+    redis.Redis.from_url(url).flushdb()
+    s = run_live(kafka_broker.bootstrap, topic, Settings(live_idle_s=1), url, idle_exit_s=5)
+    assert s["events_ok"] == s["users"] == users
+    assert s["users_held"] == 0 and s["lists_held"] == 0  # all idle for over 1 s when the run ended
+    # a user's last windows, sent on when the user is freed, count no user again
+    assert int(redis.Redis.from_url(url).hget("pulse:meta", "users")) == users
+    # the state is freed, not what was written: every profile is in Redis, with its TTL
+    r = redis.Redis.from_url(url)
+    profiles = list(r.scan_iter(match="pulse:user:*:profile", count=1000))
+    assert len(profiles) == users and all(r.ttl(k) > 0 for k in profiles)
+
+
+def test_without_idle_eviction_a_live_run_holds_every_users_state(kafka_broker, redis_server, tmp_path):
+    users = 400
+    one_event_users(tmp_path / "users.jsonl", users)
+    topic = kafka_broker.create_topic(unique("held"), partitions=2)
+    assert produce(tmp_path / "users.jsonl", "native", kafka_broker.bootstrap, topic)["failed"] == 0
+    url = redis_server.url(31)
+    redis.Redis.from_url(url).flushdb()
+    s = run_live(kafka_broker.bootstrap, topic, Settings(), url, idle_exit_s=5)  # live_idle_s: 30 min
+    assert s["users"] == users and s["users_held"] == users and s["lists_held"] == users

@@ -134,6 +134,55 @@ def test_pseudonymized_ids_are_all_redis_holds_and_the_client_finds_them(tmp_pat
     assert PulseClient(redis_url, pseudonymize_key="k3y").recs("u7") is None
 
 
+def test_with_pseudonyms_the_dead_letter_file_holds_no_raw_user_id(tmp_path, redis_url):
+    bad = [
+        {"user_id": "alice", "type": "teleport", "ts": T0 + 10},  # an object: its id is replaced
+        {"user_id": " bob ", "anonymous_id": "anon-bob", "type": "view", "ts": T0 // 1000},
+        {"user_id": 4242, "type": "view", "ts": T0 + 20, "item_id": "i1", "event_id": "d1"},
+        {"user_id": 4242, "type": "view", "ts": T0 + 21, "item_id": "i1", "event_id": "d1"},  # a duplicate
+    ]
+    lines = [orjson.dumps(e) for e in sorted(people(200) + bad, key=lambda e: e["ts"])]
+    lines += [b'{"user_id": "carol", "type": ', b'["dave", "view"]']  # cannot be attributed: not objects
+    (tmp_path / "log.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    dlq = tmp_path / "dlq.jsonl"
+    from pulse.flows.replay import replay as run
+
+    run(tmp_path / "log.jsonl", "native", Settings(pseudonymize_key="k3y"), redis_url, dlq_path=str(dlq))
+    text = dlq.read_text()
+    letters = [orjson.loads(line) for line in text.splitlines()]
+    assert sorted(d["reason"] for d in letters) == ["duplicate_event", "invalid_json", "not_an_object",
+                                                    "ts_out_of_range", "unknown_event_type"]
+    for raw in ("alice", "bob", "4242", "anon-bob", "carol", "dave"):
+        assert raw not in text
+    payloads = {d["reason"]: orjson.loads(d["payload"]) for d in letters if not d.get("payload_withheld")}
+    assert payloads["unknown_event_type"]["user_id"] == pseudonym("alice", "k3y")
+    assert payloads["ts_out_of_range"]["user_id"] == pseudonym("bob", "k3y")  # trimmed, as the flow does
+    assert payloads["ts_out_of_range"]["anonymous_id"] == pseudonym("anon-bob", "k3y")
+    assert payloads["duplicate_event"]["user_id"] == pseudonym("4242", "k3y")
+
+
+def test_with_pseudonyms_a_payload_that_is_not_an_object_is_withheld_keeping_reason_and_position(tmp_path, redis_url):
+    (tmp_path / "log.jsonl").write_bytes(b'{"user_id": "carol", "type": \n' + orjson.dumps(people(1)[0]) + b"\n")
+    dlq = tmp_path / "dlq.jsonl"
+    from pulse.flows.replay import replay as run
+
+    summary = run(tmp_path / "log.jsonl", "native", Settings(pseudonymize_key="k3y"), redis_url, dlq_path=str(dlq))
+    [letter] = [orjson.loads(line) for line in dlq.read_text().splitlines()]
+    assert summary["dlq_by_reason"] == {"invalid_json": 1}
+    assert letter["payload"] == "" and letter["payload_withheld"] is True
+    assert letter["reason"] == "invalid_json" and letter["position"] == 1 and letter["source"].endswith("log.jsonl")
+
+
+def test_without_pseudonyms_dead_letters_keep_the_payload_as_it_came(tmp_path, redis_url):
+    (tmp_path / "log.jsonl").write_bytes(b'{"user_id": "carol", "type": \n')
+    dlq = tmp_path / "dlq.jsonl"
+    from pulse.flows.replay import replay as run
+
+    run(tmp_path / "log.jsonl", "native", Settings(), redis_url, dlq_path=str(dlq))
+    [letter] = [orjson.loads(line) for line in dlq.read_text().splitlines()]
+    assert letter["payload"] == '{"user_id": "carol", "type": ' and "payload_withheld" not in letter
+
+
 def test_retention_is_set_per_key_kind(tmp_path, redis_url):
     write(tmp_path / "log.jsonl", people(300))
     replay(tmp_path / "log.jsonl", redis_url, ttl_profile_s=600, ttl_events_s=60)

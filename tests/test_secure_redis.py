@@ -133,13 +133,15 @@ def test_an_unreadable_password_file_is_a_clear_cli_error(small_log, tmp_path):
 
 def test_pulse_config_masks_every_secret(tmp_path):
     sasl = "Sasl-" + secrets.token_hex(8)
+    admin = "Admin-" + secrets.token_hex(8)
     out = pulse("config", env={"PULSE_REDIS_URL": f"rediss://pulse:{PASSWORD}@cache:6380/0", "PULSE_KAFKA_SASL_PASSWORD": sasl,
-                               "PULSE_KAFKA_OPTIONS": orjson.dumps({"sasl.oauthbearer.client.secret": sasl + "x"}).decode()})
+                               "PULSE_KAFKA_OPTIONS": orjson.dumps({"sasl.oauthbearer.client.secret": sasl + "x"}).decode(),
+                               "PULSE_COLLECT_ADMIN_TOKEN": admin})
     assert out.returncode == 0, out.stderr
     doc = orjson.loads(out.stdout.splitlines()[-1])
     assert doc["redis_url"] == "rediss://pulse:***@cache:6380/0"
-    assert doc["kafka_sasl_password"] == "***"
-    assert sasl not in out.stdout + out.stderr and PASSWORD not in out.stdout
+    assert doc["kafka_sasl_password"] == "***" and doc["collect_admin_token"] == "***"
+    assert sasl not in out.stdout + out.stderr and PASSWORD not in out.stdout and admin not in out.stdout + out.stderr
 
 
 def test_log_lines_and_uncaught_tracebacks_are_scrubbed():
