@@ -218,7 +218,8 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
         self.state = state
         self.options = options
         self.outputs = outputs
-        self.active_at = time.monotonic()  # live runs: the last batch (see _idle)
+        if options.live_idle_s is not None:  # (live runs: the last batch, see _idle; a float a user)
+            self.active_at = time.monotonic()
 
     def _profile(self, doc: dict) -> Put:
         st = self.state
@@ -243,7 +244,8 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
             events.clear()
 
     def on_batch(self, values: List[Event]) -> Tuple[Iterable[UserOut], bool]:
-        self.active_at = time.monotonic()
+        if self.options.live_idle_s is not None:
+            self.active_at = time.monotonic()
         out: list[UserOut] = []
         writes: list[Write] = []
         recent: Optional[list[Event]] = [] if self.options.recent_events > 0 else None
@@ -382,10 +384,12 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
         self.outputs = outputs
         self.user_id: Optional[str] = None
         self._recs_deadline: Optional[datetime] = None  # live runs: when a held-back list is due
-        self.active_at = time.monotonic()  # live runs: the last batch (see _idle)
+        if options.live_idle_s is not None:  # (live runs: the last batch, see _idle; a float a user)
+            self.active_at = time.monotonic()
 
     def on_batch(self, values: List[ListIn]) -> Tuple[Iterable[ItemUpdate], bool]:
-        self.active_at = time.monotonic()
+        if self.options.live_idle_s is not None:
+            self.active_at = time.monotonic()
         waiting = self.waiting if self.waiting is not None else []
         for v in values:
             if type(v) is Verdict:

@@ -183,9 +183,23 @@ def recomm_id(user_id: str, ts: int, n: int) -> str:
     return base64.urlsafe_b64encode(hashlib.blake2b(f"{user_id}\x00{ts}\x00{n}".encode(), digest_size=12).digest()).decode()
 
 
+#: the last second :func:`iso_ms` formatted, and its text (documents of one second share it)
+_iso_second: tuple[Optional[int], str] = (None, "")
+
+
 def iso_ms(ms: int) -> str:
-    """Epoch milliseconds as ISO-8601 UTC with milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Epoch milliseconds as ISO-8601 UTC with milliseconds.
+
+    >>> iso_ms(1_767_571_200_123)
+    '2026-01-05T00:00:00.123Z'
+    """
+    global _iso_second
+    second, rest = divmod(ms, 1000)
+    cached, text = _iso_second
+    if second != cached:
+        text = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _iso_second = (second, text)
+    return f"{text}.{rest:03d}Z"
 
 
 class Engine:
