@@ -42,7 +42,6 @@ import multiprocessing as mp
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,14 +56,9 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from services import KAFKA_LOCAL, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-KAFKA_LOCAL = ROOT / "scripts" / "kafka_local.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentiles(xs: list[float]) -> dict:

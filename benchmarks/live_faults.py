@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,20 +49,9 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from services import free_port, kafka_local
+
 ROOT = Path(__file__).resolve().parents[1]
-KAFKA_LOCAL = ROOT / "scripts" / "kafka_local.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def script(*args: str) -> dict:
-    out = subprocess.run([sys.executable, str(KAFKA_LOCAL), *args], check=True, capture_output=True, text=True)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
 
 
 class RedisProc:
@@ -195,8 +183,8 @@ def main() -> None:
     rds = RedisProc(tmp)
     rds.start()
     url = f"redis://127.0.0.1:{rds.port}/0"
-    script("fetch", "--quiet")
-    bootstrap = script("start", "--dir", str(kafka_dir), "--owner-pid", str(os.getpid()), "--fast-startup")["bootstrap"]
+    kafka_local("fetch", "--quiet")
+    bootstrap = kafka_local("start", "--dir", str(kafka_dir), "--owner-pid", str(os.getpid()), "--fast-startup")["bootstrap"]
     topic, group = f"faults-{uuid.uuid4().hex[:8]}", f"pulse-faults-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(30)
@@ -255,8 +243,8 @@ def main() -> None:
                 assert proc.returncode == -signal.SIGKILL
                 proc = launch()
             elif fault == "broker_restart":
-                script("stop", "--dir", str(kafka_dir))
-                again = script("start", "--dir", str(kafka_dir), "--owner-pid", str(os.getpid()), "--fast-startup")
+                kafka_local("stop", "--dir", str(kafka_dir))
+                again = kafka_local("start", "--dir", str(kafka_dir), "--owner-pid", str(os.getpid()), "--fast-startup")
                 assert again["bootstrap"] == bootstrap, again
             elif fault == "redis_down":
                 rds.stop()
@@ -301,7 +289,7 @@ def main() -> None:
         stale.halt.set()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        script("stop", "--dir", str(kafka_dir))
+        kafka_local("stop", "--dir", str(kafka_dir))
         rds.stop()
         errlog.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,20 +36,9 @@ import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from services import free_port, kafka_local
+
 ROOT = Path(__file__).resolve().parents[1]
-KAFKA_LOCAL = ROOT / "scripts" / "kafka_local.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def script(*args: str) -> dict:
-    out = subprocess.run([sys.executable, str(KAFKA_LOCAL), *args], check=True, capture_output=True, text=True)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
 
 
 def rss_mb(pid: int) -> float:
@@ -143,15 +131,15 @@ def main() -> None:
     rds = subprocess.Popen([shutil.which("redis-server"), "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                             "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
     kafka_dir = tmp / "kafka"
-    script("fetch", "--quiet")
-    bootstrap = script("start", "--dir", str(kafka_dir), "--owner-pid", str(os.getpid()), "--fast-startup")["bootstrap"]
+    kafka_local("fetch", "--quiet")
+    bootstrap = kafka_local("start", "--dir", str(kafka_dir), "--owner-pid", str(os.getpid()), "--fast-startup")["bootstrap"]
     result = {}
     try:
         for name, idle in (("evicting", args.idle_s), ("default", None)):
             result[name] = one_run(bootstrap, f"redis://127.0.0.1:{rport}/{0 if idle else 1}", args.users, args.rate, idle,
                                    args.partitions)
     finally:
-        script("stop", "--dir", str(kafka_dir))
+        kafka_local("stop", "--dir", str(kafka_dir))
         rds.send_signal(signal.SIGTERM)
         rds.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -270,20 +270,22 @@ def test_a_two_process_cluster_resumes_from_process_0s_recovery_store(kafka_brok
     assert all(s["lag_at_exit"] == 0 for s in again)
 
 
-def one_event_users(path, users: int) -> None:
+def run_one_event_users(kafka_broker, redis_server, tmp_path, users: int, name: str, db: int, settings: Settings):
+    """A live run of ``users`` users of one event each, on a fresh topic; (summary, Redis URL)."""
     now = int(time.time() * 1000)
-    path.write_bytes(b"".join(orjson.dumps({"user_id": f"idle-{n}", "type": "view", "item_id": f"i{n % 50}", "ts": now + n})
-                              + b"\n" for n in range(users)))
+    log = tmp_path / "users.jsonl"
+    log.write_bytes(b"".join(orjson.dumps({"user_id": f"idle-{n}", "type": "view", "item_id": f"i{n % 50}", "ts": now + n})
+                             + b"\n" for n in range(users)))
+    topic = kafka_broker.create_topic(unique(name), partitions=2)
+    assert produce(log, "native", kafka_broker.bootstrap, topic)["failed"] == 0
+    url = redis_server.url(db)
+    redis.Redis.from_url(url).flushdb()
+    return run_live(kafka_broker.bootstrap, topic, settings, url, idle_exit_s=5), url
 
 
 def test_a_live_run_frees_the_state_of_users_idle_for_live_idle_s(kafka_broker, redis_server, tmp_path):
     users = 400
-    one_event_users(tmp_path / "users.jsonl", users)
-    topic = kafka_broker.create_topic(unique("idle"), partitions=2)
-    assert produce(tmp_path / "users.jsonl", "native", kafka_broker.bootstrap, topic)["failed"] == 0
-    url = redis_server.url(30)
-    redis.Redis.from_url(url).flushdb()
-    s = run_live(kafka_broker.bootstrap, topic, Settings(live_idle_s=1), url, idle_exit_s=5)
+    s, url = run_one_event_users(kafka_broker, redis_server, tmp_path, users, "idle", 30, Settings(live_idle_s=1))
     assert s["events_ok"] == s["users"] == users
     assert s["users_held"] == 0 and s["lists_held"] == 0  # all idle for over 1 s when the run ended
     # a user's last windows, sent on when the user is freed, count no user again
@@ -296,10 +298,5 @@ def test_a_live_run_frees_the_state_of_users_idle_for_live_idle_s(kafka_broker, 
 
 def test_without_idle_eviction_a_live_run_holds_every_users_state(kafka_broker, redis_server, tmp_path):
     users = 400
-    one_event_users(tmp_path / "users.jsonl", users)
-    topic = kafka_broker.create_topic(unique("held"), partitions=2)
-    assert produce(tmp_path / "users.jsonl", "native", kafka_broker.bootstrap, topic)["failed"] == 0
-    url = redis_server.url(31)
-    redis.Redis.from_url(url).flushdb()
-    s = run_live(kafka_broker.bootstrap, topic, Settings(), url, idle_exit_s=5)  # live_idle_s: 30 min
+    s, _ = run_one_event_users(kafka_broker, redis_server, tmp_path, users, "held", 31, Settings())  # live_idle_s: 30 min
     assert s["users"] == users and s["users_held"] == users and s["lists_held"] == users

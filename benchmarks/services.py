@@ -1,0 +1,30 @@
+"""What the benchmarks share to run their own services on loopback: a free port, and the
+project's Kafka broker through ``scripts/kafka_local.py`` (fetch, start, stop), whose
+last JSON line is its answer.
+
+Benchmarks run as scripts from this directory, so they import it as ``services``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+KAFKA_LOCAL = Path(__file__).resolve().parents[1] / "scripts" / "kafka_local.py"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kafka_local(*args: str) -> dict:
+    """Run ``scripts/kafka_local.py ARGS``; returns its last JSON line ({} if none)."""
+    out = subprocess.run([sys.executable, str(KAFKA_LOCAL), *args], check=True, capture_output=True, text=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
