@@ -183,23 +183,27 @@ def recomm_id(user_id: str, ts: int, n: int) -> str:
     return base64.urlsafe_b64encode(hashlib.blake2b(f"{user_id}\x00{ts}\x00{n}".encode(), digest_size=12).digest()).decode()
 
 
-#: the last second :func:`iso_ms` formatted, and its text (documents of one second share it)
-_iso_second: tuple[Optional[int], str] = (None, "")
+#: the last day :func:`iso_ms` formatted, and its date (documents of one day share it)
+_iso_day: tuple[Optional[int], str] = (None, "")
 
 
 def iso_ms(ms: int) -> str:
     """Epoch milliseconds as ISO-8601 UTC with milliseconds.
 
-    >>> iso_ms(1_767_571_200_123)
-    '2026-01-05T00:00:00.123Z'
+    >>> iso_ms(1_767_571_200_123), iso_ms(1_767_657_599_999)
+    ('2026-01-05T00:00:00.123Z', '2026-01-05T23:59:59.999Z')
     """
-    global _iso_second
-    second, rest = divmod(ms, 1000)
-    cached, text = _iso_second
-    if second != cached:
-        text = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        _iso_second = (second, text)
-    return f"{text}.{rest:03d}Z"
+    global _iso_day
+    day, rest = divmod(ms, 86_400_000)
+    cached, date = _iso_day
+    if day != cached:
+        # (only the date needs the calendar; a UTC day is always 86,400 s: no leap seconds in epoch time)
+        date = datetime.fromtimestamp(day * 86_400, tz=timezone.utc).strftime("%Y-%m-%dT")
+        _iso_day = (day, date)
+    seconds, milli = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{date}{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
 
 
 class Engine:
