@@ -30,7 +30,7 @@ from pulse.flows.monitor import Thresholds
 from pulse.operators.recommend import BlendConfig
 from pulse.state.anomaly import AnomalyConfig
 from pulse.state.bots import BotRuleConfig
-from pulse.state.engine import EngineConfig
+from pulse.state.config import EngineConfig
 from pulse.state.keys import KeySchema
 from pulse.state.profile import ProfileConfig
 from pulse.state.rules import RuleConfig

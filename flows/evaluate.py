@@ -4,7 +4,7 @@ Events are read by the replay source (so MovieLens is in (time, line) order), pa
 the same format, deduplicated and profiled by the same :class:`~pulse.state.user.UserState`,
 judged by the same :class:`~pulse.state.river_models.RiverModels`, kept and blended by
 the same :class:`~pulse.state.recs.Recommender`, learned by the same
-:class:`~pulse.state.engine.Engine` over a :class:`~pulse.state.view.LocalView` as in a
+:class:`~pulse.state.items.ItemModels` over a :class:`~pulse.state.view.LocalView` as in a
 replay in one process. For every event, *before* learning from it, the user's current
 top-K (excluding items the user already interacted with) is checked for the event's item: a hit counts 1 for
 HR@K and 1/log2(rank + 2) for NDCG@K. The baselines see the same stream in the same run:
@@ -34,7 +34,8 @@ from pulse.flows.replay import make_format
 from pulse.flows.sources import RecordedLogSource
 from pulse.operators.events import Event, Raw
 from pulse.operators.windows import summarize
-from pulse.state.engine import Engine, ModelUpdate
+from pulse.operators.messages import ModelUpdate
+from pulse.state.items import ItemModels
 from pulse.state.recs import Recommender, UserRecs
 from pulse.state.river_models import RiverModels
 from pulse.state.user import UserState
@@ -175,10 +176,10 @@ def evaluate(
     blend = dataclasses.replace(engine_config.blend, k=k, exclude_seen=True)
     blend_repeat = dataclasses.replace(blend, exclude_seen=False)
     # Only the models matter here: no global writes, no debounced lists.
-    engine_config = dataclasses.replace(engine_config, blend=blend, global_min_events=1 << 62)
-    engine = Engine(engine_config)
+    engine_config = dataclasses.replace(engine_config, blend=blend)
+    models = ItemModels(engine_config)
     river = RiverModels(engine_config.river)
-    view = LocalView(engine)
+    view = LocalView(models)
     recommender = Recommender(engine_config, write_recs=False)
     users: dict[str, UserState] = {}
     recs_states: dict[str, UserRecs] = {}
@@ -236,7 +237,7 @@ def evaluate(
                                 learned.bot)
             verdict = river.learn_one(up.user_id, up.src, up.seq, up.windows, up.bot, up.ts) if up.needs_verdict else None
             _, item_update = recommender.learn_update(rec_state, up, verdict, view)
-            engine.learn_one(item_update)
+            models.learn_one(item_update)
         pulse_seconds += clock() - t0
         pulse_cpu += cpu() - c0
         if on_progress is not None and n % 2000 == 0:

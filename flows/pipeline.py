@@ -29,7 +29,8 @@ from pulse.flows.metrics import flush_hook
 from pulse.operators.events import DeadLetter, Event, Raw
 from pulse.operators.formats import Format
 from pulse.operators.steps import Counters, Late, StepOptions, UserOutputs, learn_models, learn_river, parse_records, recommend_users, track_users, withdrawal
-from pulse.state.engine import Engine, ModelUpdate
+from pulse.operators.messages import ModelUpdate
+from pulse.state.items import ItemModels
 from pulse.state.keys import KeySchema
 from pulse.state.recs import Recommender
 from pulse.state.river_models import Verdict
@@ -42,12 +43,12 @@ from pulse.state.view import LocalView, RemoteView
 class RunHandles:
     """What a run exposes to its caller (summaries, tests) and shares between the
     workers of this process: counters, the Redis stores (with their hooks: change
-    notifications, metrics), the model step's engine when it runs here, and the view
+    notifications, metrics), the model step's models when it runs here, and the view
     the user step blends from."""
 
     counters: Counters = field(default_factory=Counters)
     stores: list[RedisStore] = field(default_factory=list)
-    engines: list[Engine] = field(default_factory=list)
+    models: list[ItemModels] = field(default_factory=list)
     #: part of a cluster of several processes (the model step may run in another one)
     cluster: bool = False
     #: worker threads in this process
@@ -98,20 +99,20 @@ class RunHandles:
         models when it runs in this process, else (in a cluster) a view filled from
         Redis (see :mod:`pulse.state.view`). Before the model step's first update it
         has learned nothing: a process of its own sees empty models, as it would."""
-        engine = self.engines[-1] if self.engines else None
-        key = id(engine) if engine is not None else ("remote" if self.cluster else "empty")
+        models = self.models[-1] if self.models else None
+        key = id(models) if models is not None else ("remote" if self.cluster else "empty")
         view = self._views.get(key)
         if view is None:
             with self._lock:
                 view = self._views.get(key)
                 if view is None:
                     cfg = options.engine
-                    if engine is not None:
-                        view = LocalView(engine)
+                    if models is not None:
+                        view = LocalView(models)
                     elif self.cluster:
                         view = RemoteView(redis_url, cfg.keys, cfg.blend, cfg.recs_seed_recency, cfg.recs_seed_items)
                     else:
-                        view = LocalView(Engine(cfg))
+                        view = LocalView(ItemModels(cfg))
                     self._views[key] = view
         return view
 
@@ -179,7 +180,7 @@ def build_flow(
     items = recommend_users("lists", op.merge("with_verdicts", updates, river.trues), options, outputs)
     if options.ordered_sources is not None:
         items = op.merge("items_in", items, refused, ends)
-    writes = learn_models("learn", items, options, on_engine=handles.engines.append)
+    writes = learn_models("learn", items, options, on_models=handles.models.append)
     writes = op.merge("writes", writes, river.falses)
     keyed = op.key_on("write_key", writes, lambda w: w.key)
     op.output("redis", keyed, RedisSink(writers))

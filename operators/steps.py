@@ -38,7 +38,11 @@ from pulse.operators.formats import Format
 from pulse.operators.order import BlockOrder, Coverage, SequencedMerge, coverage
 from pulse.operators.recent import recent_event_writes
 from pulse.operators.windows import summarize
-from pulse.state.engine import Engine, EngineConfig, ItemUpdate, ModelUpdate, iso_ms
+from pulse.operators.messages import ItemUpdate, ModelUpdate
+from pulse.state.config import EngineConfig
+from pulse.state.documents import iso_ms
+from pulse.state.items import ItemModels
+from pulse.state.rounds import GlobalRounds
 from pulse.state.recs import Recommender
 from pulse.state.river_models import RiverModels, Verdict
 from pulse.state.privacy import pseudonym, pseudonymous_payload
@@ -603,11 +607,12 @@ def _update_user(up: ModelUpdate) -> str:
 
 
 class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
-    def __init__(self, resume: Optional[tuple], options: StepOptions, on_engine: Optional[Callable[[Engine], None]]) -> None:
+    def __init__(self, resume: Optional[tuple], options: StepOptions, on_models: Optional[Callable[[ItemModels], None]]) -> None:
         if resume is not None:
-            self.engine, self.merge = resume
+            self.models, self.rounds, self.merge = resume
         else:
-            self.engine = Engine(options.engine)
+            self.models = ItemModels(options.engine)
+            self.rounds = GlobalRounds(options.engine)
             self.merge = (
                 SequencedMerge(options.ordered_sources, _update_ts, _update_key, _update_user, live=options.live_idle_s is not None)
                 if options.ordered_sources is not None
@@ -615,15 +620,17 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
             )
         self.options = options
         self._global_wall = 0
-        if on_engine is not None:
-            on_engine(self.engine)
+        if on_models is not None:
+            on_models(self.models)
 
     def _learn(self, updates: Iterable[ItemUpdate]) -> list[Write]:
         out: list[Write] = []
-        learn = self.engine.learn_one
-        with self.engine.lock:
+        models, rounds = self.models, self.rounds
+        learn, after = models.learn_one, rounds.after_update
+        with models.lock:
             for up in updates:
-                out.extend(learn(up))
+                learn(up)
+                out.extend(after(models))
         return out
 
     def on_batch(self, values: List[ModelIn]) -> Tuple[Iterable[Write], bool]:
@@ -637,8 +644,8 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
 
     def on_eof(self) -> Tuple[Iterable[Write], bool]:
         out = self._learn(self.merge.drain()) if self.merge is not None else []
-        with self.engine.lock:
-            out.extend(self.engine.flush())
+        with self.models.lock:
+            out.extend(self.rounds.flush(self.models))
         return out, self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
@@ -650,26 +657,26 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
         # Live runs: event time stands still when traffic pauses, so let the wall clock
         # write the global keys of what arrived since the last round.
         now_ms = int(_utcnow().timestamp() * 1000)
-        eng = self.engine
-        with eng.lock:
-            if eng.global_due and now_ms - self._global_wall >= eng.config.global_interval_s * 1000:
+        models, rounds = self.models, self.rounds
+        with models.lock:
+            if rounds.due(models) and now_ms - self._global_wall >= self.options.engine.global_interval_s * 1000:
                 self._global_wall = now_ms
-                return eng.global_writes(eng.clock, spread=False), self.RETAIN
+                return rounds.start_round(models, models.clock, spread=False), self.RETAIN
             # The round in progress advances with events; the input is idle: finish it.
-            return eng.global_rest(eng.clock), self.RETAIN
+            return rounds.rest(models, models.clock), self.RETAIN
 
     def snapshot(self) -> Optional[tuple]:
         if not self.options.snapshots:
             return None
-        with self.engine.lock:
-            return copy.deepcopy((self.engine, self.merge))
+        with self.models.lock:
+            return copy.deepcopy((self.models, self.rounds, self.merge))
 
 
 def learn_models(
     step_id: str,
     updates: Stream[ModelIn],
     options: StepOptions,
-    on_engine: Optional[Callable[[Engine], None]] = None,
+    on_models: Optional[Callable[[ItemModels], None]] = None,
 ) -> Stream[Write]:
     """Route every item update to the model step and learn the item-side models from
     it; emits the global keys as Redis writes. Replays also route dead letters and
@@ -677,6 +684,6 @@ def learn_models(
     keyed = op.key_on(f"{step_id}_key", updates, lambda _: MODELS_KEY)
 
     def build(resume: Optional[tuple]) -> _ModelLogic:
-        return _ModelLogic(resume, options, on_engine)
+        return _ModelLogic(resume, options, on_models)
 
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_models", keyed, build))

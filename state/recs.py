@@ -8,7 +8,7 @@ what the River models last said of the user (segment, anomaly verdict). For each
 update it applies the River step's :class:`~pulse.state.river_models.Verdict` of the
 update's windows (writing ``pulse:user:{<id>}:segment`` when it changed, and a flagged
 user's trending-only list at once), then tells the model step what it needs to learn
-the event (:class:`~pulse.state.engine.ItemUpdate`). It blends the list from a
+the event (:class:`~pulse.operators.messages.ItemUpdate`). It blends the list from a
 :mod:`~pulse.state.view` of the models and writes ``pulse:user:{<id>}:recs`` at most once
 per ``recs_interval_s`` of event time: a refresh held back by this debounce is written at
 the user's next event, on a wall-clock timer in live runs, or at the end of the input.
@@ -18,16 +18,17 @@ same lists every time.
 
 Example:
 
->>> from pulse.state.engine import Engine, EngineConfig, ModelUpdate
->>> from pulse.state.view import LocalView
 >>> from pulse.operators.events import Event
->>> eng = Engine(EngineConfig(recs_interval_s=0))
->>> recs = Recommender(eng.config); st = recs.new_state()
+>>> from pulse.operators.messages import ModelUpdate
+>>> from pulse.state.items import ItemModels
+>>> from pulse.state.view import LocalView
+>>> models = ItemModels(EngineConfig(recs_interval_s=0))
+>>> recs = Recommender(models.config); st = recs.new_state()
 >>> up = ModelUpdate.of(Event(user_id="u1", type="view", ts=1_000, item_id="a"), 1.0, ())
->>> writes, item_update = recs.learn_update(st, up, None, LocalView(eng))
+>>> writes, item_update = recs.learn_update(st, up, None, LocalView(models))
 >>> [w.key for w in writes], item_update.recent
 (['pulse:user:{u1}:recs'], ())
->>> _ = eng.learn_one(item_update)
+>>> models.learn_one(item_update)
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ import numpy as np
 import orjson
 
 from pulse.operators.recommend import BlendConfig, Rec, blend_parts
-from pulse.state.engine import EngineConfig, ItemUpdate, ModelUpdate, iso_ms, recomm_id
+from pulse.operators.messages import ItemUpdate, ModelUpdate
+from pulse.state.config import EngineConfig
+from pulse.state.documents import iso_ms, recomm_id
 from pulse.state.river_models import Verdict
 from pulse.state.schema import doc_number
 from pulse.state.store import Delete, Put, StreamPurge, Write

@@ -1,7 +1,7 @@
 """The River models' step: segments and anomaly flags, learned from closed windows only.
 
 The user step sends this step only what it needs: the summaries of the windows that
-closed at an accepted event (:attr:`~pulse.state.engine.EngineConfig.model_windows`
+closed at an accepted event (:attr:`~pulse.state.config.EngineConfig.model_windows`
 kinds), at the event's position in the log, and :class:`~pulse.operators.order.Coverage`
 counts of every record. That is a small share of the events, so one key holds both
 models without bounding the flow. Windows are learned in the canonical block order of

@@ -2,7 +2,7 @@
 item categories, as :class:`~pulse.operators.recommend.Candidates` in item numbers.
 
 The item-side models (co-visitation, trending) are learned by the model step
-(:class:`~pulse.state.engine.Engine`), downstream of the list step that blends users'
+(:class:`~pulse.state.items.ItemModels`), downstream of the list step that blends users'
 lists (:mod:`pulse.state.recs`) on any worker of any process. The dataflow is a DAG, so
 the models cannot flow back to it; instead the list step reads a *view* of them: the
 seeds' neighbour lists and the trending heads. (The user's segment and anomaly flag reach
@@ -26,10 +26,11 @@ exclusions are kept as ids and numbered through the view's index
 
 Example:
 
->>> from pulse.state.engine import Engine, EngineConfig, ItemUpdate
->>> eng = Engine(EngineConfig())
->>> _ = eng.learn_one(ItemUpdate("u1", True, "a", (), 1_000, 1.0, (), None, False))
->>> view = LocalView(eng)
+>>> from pulse.operators.messages import ItemUpdate
+>>> from pulse.state.items import ItemModels
+>>> models = ItemModels()
+>>> models.learn_one(ItemUpdate("u1", True, "a", (), 1_000, 1.0, (), None, False))
+>>> view = LocalView(models)
 >>> c = view.parts(("a",), (), None, False, 1_000)
 >>> [c.kind_names[k] for k in c.kinds]
 ['trending']
@@ -51,7 +52,7 @@ from pulse.state.keys import KeySchema
 from pulse.state.store import RedisLike, connect
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pulse.state.engine import Engine
+    from pulse.state.items import ItemModels
 
 log = logging.getLogger("pulse.view")
 
@@ -91,21 +92,21 @@ class ItemCategories:
 
 
 class LocalView:
-    """The models of an :class:`~pulse.state.engine.Engine` in this process.
+    """The :class:`~pulse.state.items.ItemModels` of this process's model step.
 
     Co-visitation parts are the cached neighbour lists of the user's seed items (newest
     first, each step back counting ``seed_recency`` less); trending-like parts offer the
     best ``2k`` of their cached ranking (items the user must not get are dropped by the
     blend, so they still set their kind's scale). Kinds without weight are left out."""
 
-    def __init__(self, engine: "Engine") -> None:
-        self.engine = engine
-        self.lock = engine.lock
-        self.index = engine.index
-        self.categories = engine.categories
-        self.item_categories = engine.item_categories
+    def __init__(self, models: "ItemModels") -> None:
+        self.models = models
+        self.lock = models.lock
+        self.index = models.index
+        self.categories = models.categories
+        self.item_categories = models.item_categories
         self.scratch = Scratch()
-        c = engine.config
+        c = models.config
         self.seed_factors = [c.recs_seed_recency**k for k in range(c.recs_seed_items)]
         self._reasons: dict[str, str] = {}
         warm_up()
@@ -116,12 +117,12 @@ class LocalView:
 
     def parts(self, seeds: Sequence[str], categories: Sequence[tuple[str, float]], segment: Optional[str],
               flagged: bool, now: int, blend: Optional[BlendConfig] = None) -> Candidates:
-        eng = self.engine
-        config = eng.config
+        models = self.models
+        config = models.config
         blend = blend or config.blend
         weights = blend.weights
         depth = blend.k * 2
-        cv = eng.covisit
+        cv = models.covisit
         c = Candidates(cv.lists)
 
         def head(t, kind: str, reason: str, f: float) -> None:
@@ -130,7 +131,7 @@ class LocalView:
                 c.add(kind, reason, nums, stored, f * t.factor(now))
 
         if weights.get("trending", 0.0) > 0:
-            head(eng.trending, "trending", "trending", 1.0)
+            head(models.trending, "trending", "trending", 1.0)
         if flagged:
             return c
         if weights.get("co_visit", 0.0) > 0 and seeds:
@@ -141,14 +142,14 @@ class LocalView:
                     c.add_seed(i, cv.reasons[i], f)
         if weights.get("category", 0.0) > 0:
             for cat, affinity in categories[:3]:
-                t = eng.by_category.get(cat)
+                t = models.by_category.get(cat)
                 if t is not None and affinity > 0:
                     reason = self._reasons.get(cat)
                     if reason is None:
                         reason = self._reasons[cat] = f"category:{cat}"
                     head(t, "category", reason, affinity)
         if segment is not None and weights.get("segment", 0.0) > 0:
-            t = eng.by_segment.get(segment)
+            t = models.by_segment.get(segment)
             if t is not None:
                 head(t, "segment", "segment", 1.0)
         return c

@@ -11,7 +11,7 @@ import pytest
 from pulse.flows.config import Settings
 from pulse.operators.events import Event
 from pulse.operators.windows import LOG_SLOTS, MAX_ITEMS, UserWindows
-from pulse.state.engine import ModelUpdate
+from pulse.operators.messages import ModelUpdate
 from pulse.state.profile import ProfileConfig, UserProfile
 from pulse.state.recs import Recommender, UserRecs
 from pulse.state.river_models import RiverConfig, RiverModels
