@@ -248,9 +248,10 @@ class RemoteView:
         return c
 
     def _categorise(self, item: str, number: int, category: list[str]) -> None:
-        if category:
-            self.item_categories[item] = tuple(category)
-            self.categories.set(number, category)
+        # (a refresh sees the same neighbours again and again: their categories rarely change)
+        if category and self.item_categories.get(item) != (cats := tuple(category)):
+            self.item_categories[item] = cats
+            self.categories.set(number, cats)
 
     # -- the background refresh ------------------------------------------------------
     def _run(self) -> None:
