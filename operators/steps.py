@@ -20,8 +20,8 @@ The steps hold no I/O of their own: sources, sinks, the view and the user step's
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import pickle
 import threading
 import time
 from dataclasses import dataclass, field
@@ -117,6 +117,18 @@ class StepOptions:
     recent_events: int = 0
     #: replace user ids by their keyed HMAC as they are parsed (pulse.state.privacy)
     pseudonymize_key: Optional[bytes] = None
+
+
+def _frozen(state: object) -> bytes:
+    """A step's snapshot: its state pickled at once. Bytewax wants an immutable snapshot
+    and pickles it later; bytes are immutable, so there is no deep copy to make (which,
+    pickled again, cost about 2.7x as much per user state: 176 against 65 us)."""
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _thawed(snapshot: Optional[bytes]):
+    """The state a :func:`_frozen` snapshot holds (None: no snapshot, a fresh key)."""
+    return None if snapshot is None else pickle.loads(snapshot)
 
 
 def _utcnow() -> datetime:
@@ -217,7 +229,7 @@ class UserOutputs:
     counters: Counters = field(default_factory=Counters)
 
 
-class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
+class _UserLogic(StatefulBatchLogic[Event, UserOut, bytes]):
     def __init__(self, state: UserState, options: StepOptions, outputs: UserOutputs) -> None:
         self.state = state
         self.options = options
@@ -317,13 +329,13 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, UserState]):
         # Idle in a live run: close the windows, write the last profile, free the state.
         return self._final(evicted=True), self._free()
 
-    def snapshot(self) -> Optional[UserState]:
+    def snapshot(self) -> Optional[bytes]:
         if not self.options.snapshots:
             return None
         # Everything this worker wrote in the epoch must be in Redis before the snapshot
         # counts: a resume replays only what came after.
         self.outputs.flush()
-        return copy.deepcopy(self.state)
+        return _frozen(self.state)
 
 
 def track_users(step_id: str, events: Stream[Event], options: StepOptions, outputs: UserOutputs) -> Stream[UserOut]:
@@ -331,9 +343,9 @@ def track_users(step_id: str, events: Stream[Event], options: StepOptions, outpu
     user's profile (``outputs``); emit an update per accepted event."""
     keyed = op.key_on(f"{step_id}_key", events, lambda ev: ev.user_id)
 
-    def build(resume: Optional[UserState]) -> _UserLogic:
+    def build(resume: Optional[bytes]) -> _UserLogic:
         outputs.counters.state_made("user")
-        return _UserLogic(resume if resume is not None else UserState(options.user), options, outputs)
+        return _UserLogic(_thawed(resume) if resume is not None else UserState(options.user), options, outputs)
 
     out = op.stateful_batch(f"{step_id}_state", keyed, build)
     return op.key_rm(f"{step_id}_unkey", out)
@@ -373,7 +385,7 @@ class _Verdicts:
         return v
 
 
-class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
+class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, bytes]):
     def __init__(self, resume: Optional[tuple], options: StepOptions, outputs: UserOutputs) -> None:
         # (the verdicts that came early and the updates that wait are rare and short-lived:
         # None while there are none, which most users are most of the time)
@@ -476,11 +488,11 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, tuple]):
             return [], self.RETAIN
         return [], self._free()  # idle in a live run: free the state
 
-    def snapshot(self) -> Optional[tuple]:
+    def snapshot(self) -> Optional[bytes]:
         if not self.options.snapshots:
             return None
         self.outputs.flush()
-        return copy.deepcopy((self.recs, self.verdicts, self.waiting))
+        return _frozen((self.recs, self.verdicts, self.waiting))
 
 
 def recommend_users(step_id: str, updates: Stream[ListIn], options: StepOptions, outputs: UserOutputs) -> Stream[ItemUpdate]:
@@ -489,9 +501,9 @@ def recommend_users(step_id: str, updates: Stream[ListIn], options: StepOptions,
     of each update (an update with windows waits for its verdict)."""
     keyed = op.key_on(f"{step_id}_key", updates, lambda x: x.user_id)
 
-    def build(resume: Optional[tuple]) -> _ListLogic:
+    def build(resume: Optional[bytes]) -> _ListLogic:
         outputs.counters.state_made("list")
-        return _ListLogic(resume, options, outputs)
+        return _ListLogic(_thawed(resume), options, outputs)
 
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_state", keyed, build))
 
@@ -504,7 +516,7 @@ def _river_key(up: ModelUpdate):
     return (up.src, up.seq) if up.seq >= 0 else None
 
 
-class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], tuple]):
+class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], bytes]):
     def __init__(self, resume: Optional[tuple], options: StepOptions) -> None:
         if resume is not None:
             self.models, self.order = resume
@@ -556,10 +568,10 @@ class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], tuple]):
             out.append(Put(self.options.engine.keys.segments, orjson.dumps(self.models.summary())))
         return out, self.RETAIN
 
-    def snapshot(self) -> Optional[tuple]:
+    def snapshot(self) -> Optional[bytes]:
         if not self.options.snapshots:
             return None
-        return copy.deepcopy((self.models, self.order))
+        return _frozen((self.models, self.order))
 
 
 def _river_batch(batch: list, live: bool) -> list:
@@ -584,8 +596,8 @@ def learn_river(step_id: str, updates: Stream, options: StepOptions) -> Stream:
     per_batch = op.flat_map_batch(f"{step_id}_batch", updates, lambda batch: _river_batch(batch, live))
     keyed = op.key_on(f"{step_id}_key", per_batch, lambda _: RIVER_KEY)
 
-    def build(resume: Optional[tuple]) -> _RiverLogic:
-        return _RiverLogic(resume, options)
+    def build(resume: Optional[bytes]) -> _RiverLogic:
+        return _RiverLogic(_thawed(resume), options)
 
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_models", keyed, build))
 
@@ -606,7 +618,7 @@ def _update_user(up: ModelUpdate) -> str:
     return up.user_id
 
 
-class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
+class _ModelLogic(StatefulBatchLogic[ModelIn, Write, bytes]):
     def __init__(self, resume: Optional[tuple], options: StepOptions, on_models: Optional[Callable[[ItemModels], None]]) -> None:
         if resume is not None:
             self.models, self.rounds, self.merge = resume
@@ -665,11 +677,11 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, tuple]):
             # The round in progress advances with events; the input is idle: finish it.
             return rounds.rest(models, models.clock), self.RETAIN
 
-    def snapshot(self) -> Optional[tuple]:
+    def snapshot(self) -> Optional[bytes]:
         if not self.options.snapshots:
             return None
         with self.models.lock:
-            return copy.deepcopy((self.models, self.rounds, self.merge))
+            return _frozen((self.models, self.rounds, self.merge))
 
 
 def learn_models(
@@ -683,7 +695,7 @@ def learn_models(
     partition ends here, so the models see updates in canonical order."""
     keyed = op.key_on(f"{step_id}_key", updates, lambda _: MODELS_KEY)
 
-    def build(resume: Optional[tuple]) -> _ModelLogic:
-        return _ModelLogic(resume, options, on_models)
+    def build(resume: Optional[bytes]) -> _ModelLogic:
+        return _ModelLogic(_thawed(resume), options, on_models)
 
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_models", keyed, build))
