@@ -141,6 +141,7 @@ def event_weight(ev: Event, config: ProfileConfig) -> float:
 COUNT_BITS = 40
 _COUNT_MASK = (1 << COUNT_BITS) - 1
 _TYPE_SHIFT = {t: COUNT_BITS * i for i, t in enumerate(EVENT_TYPES)}
+_BY_NAME = tuple(sorted(_TYPE_SHIFT.items()))  # (type, shift), the order the counts are shown in
 
 # The numbers before the scores.
 FIRST, LAST, DWELL_TOTAL, DWELL_N, LANDMARK, ACTIVITY, SCORES = range(7)
@@ -164,17 +165,7 @@ class UserProfile:
     def counts(self) -> dict[str, int]:
         """Events per type (the types seen), by type name."""
         packed = self._counts
-        seen = []
-        i = 0
-        while packed:
-            n = packed & _COUNT_MASK
-            if n:
-                seen.append((EVENT_TYPES[i], n))
-            packed >>= COUNT_BITS
-            i += 1
-        if len(seen) > 1:
-            seen.sort()
-        return dict(seen)
+        return {t: n for t, shift in _BY_NAME if (n := packed >> shift & _COUNT_MASK)}
 
     @property
     def first_seen(self) -> Optional[int]:
