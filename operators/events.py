@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Literal, NamedTuple, Optional, Union, get_args
 
 import orjson
@@ -270,6 +271,15 @@ _validate_event = Event.__pydantic_validator__.validate_python
 _BOT_MARKERS = ("bot", "crawler", "spider", "headless", "scrapy", "python-requests", "curl/")
 
 
+@lru_cache(maxsize=1024)
+def _bot_agent(agent: str) -> bool:
+    """Whether a user agent declares a crawler or headless browser. Cached: traffic
+    comes from a few agents again and again, and one lookup costs a fraction of the
+    seven scans of the lowered agent."""
+    agent = agent.lower()
+    return any(marker in agent for marker in _BOT_MARKERS)
+
+
 @dataclass(frozen=True)
 class Validation:
     """Limits applied to every event. Adapters of historical data sets (MovieLens is
@@ -313,10 +323,8 @@ def validate(raw: Raw, obj: Any, limits: Validation = DEFAULT_VALIDATION) -> Uni
     if not event.consent:
         # The user opted out: keep neither the event nor its payload.
         return DeadLetter("no_consent", raw.source, raw.position, b"", None, "consent is false", event.user_id, raw.seq)
-    if limits.filter_bots and event.user_agent:
-        agent = event.user_agent.lower()
-        if any(marker in agent for marker in _BOT_MARKERS):
-            return _dead(raw, "bot_user_agent", "user_agent", f"user agent {event.user_agent[:80]!r} is a bot")
+    if limits.filter_bots and event.user_agent and _bot_agent(event.user_agent):
+        return _dead(raw, "bot_user_agent", "user_agent", f"user agent {event.user_agent[:80]!r} is a bot")
     return event
 
 
