@@ -266,7 +266,6 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, bytes]):
         writes: list[Write] = []
         recent: Optional[list[Event]] = [] if self.options.recent_events > 0 else None
         st = self.state
-        kinds = self.options.engine.model_windows
         for ev in values:
             if ev.type == "forget":
                 if recent is not None:
@@ -288,7 +287,7 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, bytes]):
                 doc = st.profile_doc(ev.ts)
                 writes.append(self._profile(doc))
                 affinities = tuple(doc["categories"].items())[:3]
-            closed = summarize(learned.closed, kinds) if learned.closed else ()
+            closed = summarize(learned.closed, self.options.engine.model_windows) if learned.closed else ()
             out.append(ModelUpdate.of(ev, learned.weight, closed, affinities, learned.bot))
         if recent is not None:
             self._recent(recent, writes)

@@ -387,14 +387,15 @@ class UserWindows:
         agg_session = None
         if session:
             agg_session = aggregates.pop(_SESSION, None) or WindowAgg("session", 0, 0)
-        spans = []
+        oldest = _NEVER  # the log is walked again to drop events only when some go (most closes drop none)
+        sized = tuple(enumerate(sizes))
         i, n = spec.log_start, len(values)
         while i < n:
-            ts = values[i]
-            j = i + _length(values[i + 1])
-            spans.append((i, j, ts))
+            ts, code = values[i], values[i + 1]
+            if ts < oldest:
+                oldest = ts
             fields = None
-            for k, size in enumerate(sizes):
+            for k, size in sized:
                 if ts >= emitted[k]:
                     start = ts - ts % size
                     end = start + size
@@ -408,7 +409,7 @@ class UserWindows:
                         next_end = end
             if agg_session is not None and ts >= session_until:
                 agg_session.count(*(fields or _fields_at(values, i)))
-            i = j
+            i += 2 + (code >> 9 & 1) + (code >> 4 & 31) + (code >> 11 & 1)  # (_length, in line)
         closed = [due[key] for key in sorted(due)]
         for agg in closed:
             k = sizes.index(agg.end_ms - agg.start_ms)
@@ -427,8 +428,15 @@ class UserWindows:
         # an event is in an open window iff its time is at or after some size's (or the
         # session's) emitted-up-to mark: iff it is at or after the least of them
         alive = min([d[SESSION_UNTIL], *d[EMITTED:spec.log_start]])
-        if any(ts < alive for _, _, ts in spans):
-            d[spec.log_start:] = array("q", [x for i, j, ts in spans if ts >= alive for x in values[i:j]])
+        if oldest < alive:
+            kept = []
+            i = spec.log_start
+            while i < n:
+                j = i + _length(values[i + 1])
+                if values[i] >= alive:
+                    kept.extend(values[i:j])
+                i = j
+            d[spec.log_start:] = array("q", kept)
         return closed
 
     def _aggregate(self, fields: tuple) -> None:

@@ -41,6 +41,7 @@ import dataclasses
 import math
 import sys
 from array import array
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import neg
@@ -49,7 +50,7 @@ from typing import Any, Mapping, Optional
 import orjson
 
 from pulse.operators.events import EVENT_TYPES, Event
-from pulse.state.schema import doc_number
+from pulse.state.schema import DOC_DIGITS, doc_number
 
 #: Default action weights per event type (``rate`` is scaled by the rating, see below).
 DEFAULT_ACTION_WEIGHTS: dict[str, float] = {
@@ -141,6 +142,14 @@ def event_weight(ev: Event, config: ProfileConfig) -> float:
 COUNT_BITS = 40
 _COUNT_MASK = (1 << COUNT_BITS) - 1
 _TYPE_SHIFT = {t: COUNT_BITS * i for i, t in enumerate(EVENT_TYPES)}
+_BY_NAME = tuple(sorted(_TYPE_SHIFT.items()))  # (type, shift), the order the counts are shown in
+
+#: decimals of the affinities in a profile document (:meth:`UserProfile.to_doc`)
+AFFINITY_DECIMALS = 6
+_MILLIONTHS = 10**AFFINITY_DECIMALS
+_SIGNIFICANT = 10**DOC_DIGITS
+_EXACT = 10**9 * _MILLIONTHS  # affinities from 10^9 on are left to doc_number (see doc_affinities)
+_POWERS = tuple(10**k for k in range(len(str(_EXACT))))
 
 # The numbers before the scores.
 FIRST, LAST, DWELL_TOTAL, DWELL_N, LANDMARK, ACTIVITY, SCORES = range(7)
@@ -164,17 +173,7 @@ class UserProfile:
     def counts(self) -> dict[str, int]:
         """Events per type (the types seen), by type name."""
         packed = self._counts
-        seen = []
-        i = 0
-        while packed:
-            n = packed & _COUNT_MASK
-            if n:
-                seen.append((EVENT_TYPES[i], n))
-            packed >>= COUNT_BITS
-            i += 1
-        if len(seen) > 1:
-            seen.sort()
-        return dict(seen)
+        return {t: n for t, shift in _BY_NAME if (n := packed >> shift & _COUNT_MASK)}
 
     @property
     def first_seen(self) -> Optional[int]:
@@ -261,17 +260,20 @@ class UserProfile:
     def _scores(self, lo: int, hi: int, f: float, top: Optional[int] = None, digits: Optional[int] = None) -> dict[str, float]:
         """Scores of ``keys[lo:hi]`` times ``f`` (see :meth:`_decayed`), strongest first,
         ties by key (the ``top`` ones; rounded to ``digits`` when given)."""
-        if lo == hi:
-            return {}
-        scores = self._numbers[SCORES + lo:SCORES + hi].tolist()
-        keys = self._keys[lo:hi]
-        if top is not None and len(scores) > top:
-            # rank only what can make the top: the scores at or above the top-th largest
-            # (sorting plain floats is far cheaper than sorting (score, key) pairs)
-            least = sorted(scores, reverse=True)[top - 1]
-            ranked = sorted([(-v, k) for v, k in zip(scores, keys) if v >= least])[:top]
+        if hi - lo < 2:  # (most users have one category: nothing to rank)
+            if lo == hi:
+                return {}
+            ranked = ((-self._numbers[SCORES + lo], self._keys[lo]),)
         else:
-            ranked = sorted(zip(map(neg, scores), keys))  # (-score, key)
+            scores = self._numbers[SCORES + lo:SCORES + hi].tolist()
+            keys = self._keys[lo:hi]
+            if top is not None and len(scores) > top:
+                # rank only what can make the top: the scores at or above the top-th largest
+                # (sorting plain floats is far cheaper than sorting (score, key) pairs)
+                least = sorted(scores, reverse=True)[top - 1]
+                ranked = sorted([(-v, k) for v, k in zip(scores, keys) if v >= least])[:top]
+            else:
+                ranked = sorted(zip(map(neg, scores), keys))  # (-score, key)
         if digits is not None:
             scale = 10.0**digits  # round(x * 10^d) / 10^d: round(x, d) without its slow path
             f *= scale
@@ -309,8 +311,8 @@ class UserProfile:
             "last_seen": int(n[LAST]) if seen else None,
             "engagement": doc_number(self._engagement(f)),
             "dwell_mean_ms": round(n[DWELL_TOTAL] / n[DWELL_N]) if n[DWELL_N] else None,
-            "categories": self._scores(0, nc, f, top, 6),
-            "items": self._scores(nc, len(self._keys), f, top, 6),
+            "categories": self._scores(0, nc, f, top, AFFINITY_DECIMALS),
+            "items": self._scores(nc, len(self._keys), f, top, AFFINITY_DECIMALS),
         }
 
 
@@ -318,8 +320,42 @@ def profile_value(doc: dict) -> bytes:
     """The stored value of a profile document (:meth:`UserProfile.to_doc` with the rule
     segments): its affinities to :data:`~pulse.state.schema.DOC_DIGITS` significant digits.
 
-    >>> profile_value({"counts": {"view": 1}, "categories": {"shoes": 0.1234567}, "items": {}})
+    >>> profile_value({"counts": {"view": 1}, "categories": {"shoes": 0.123457}, "items": {}})
     b'{"counts":{"view":1},"categories":{"shoes":0.1235},"items":{}}'
     """
-    return orjson.dumps({**doc, "categories": {k: doc_number(v) for k, v in doc["categories"].items()},
-                         "items": {k: doc_number(v) for k, v in doc["items"].items()}})
+    return orjson.dumps({**doc, "categories": doc_affinities(doc["categories"]), "items": doc_affinities(doc["items"])})
+
+
+def doc_affinities(scores: Mapping[str, float]) -> dict[str, float]:
+    """:func:`~pulse.state.schema.doc_number` of each affinity of a profile document,
+    which holds them at :data:`AFFINITY_DECIMALS` decimals, in a third less time (no
+    decimal string made and read back per value: 0.75 -> 0.49 us an affinity).
+
+    Such an affinity is the double nearest to a whole number ``m`` of millionths, and
+    to round it to ``DOC_DIGITS`` significant digits is to round ``m`` to as many
+    leading digits: the double nearest to the result in millionths is what
+    ``doc_number`` reads back too. Only a tie (the digits dropped are 5, 50, 500, ...)
+    turns on which side of ``m`` millionths the double lies; ties, and affinities of
+    10^9 and more (where a double's error nears a millionth), go through ``doc_number``.
+
+    >>> doc_affinities({"a": 14.996099, "b": 0.001234, "c": -3.499737, "d": 0.123450})
+    {'a': 15.0, 'b': 0.001234, 'c': -3.5, 'd': 0.1235}
+    """
+    out = {}
+    for key, y in scores.items():
+        m = round(y * _MILLIONTHS)  # (exactly m: y is within half an ulp of m millionths)
+        a = m if m >= 0 else -m
+        if a >= _SIGNIFICANT:  # (else y has DOC_DIGITS digits or fewer: it is its own rounding)
+            if a >= _EXACT:
+                y = doc_number(y)
+            else:
+                unit = _POWERS[bisect_right(_POWERS, a) - DOC_DIGITS]  # of the last digit kept, in millionths
+                kept, dropped = divmod(a, unit)
+                if 2 * dropped == unit:
+                    y = doc_number(y)
+                else:
+                    y = (kept + (2 * dropped > unit)) * unit / _MILLIONTHS  # (int / int: correctly rounded)
+                    if m < 0:
+                        y = -y
+        out[key] = y
+    return out

@@ -31,7 +31,7 @@ from pulse.flows.generate import DAY_MS, START_MS, generate
 from pulse.operators import windows
 from pulse.operators.events import Event, Raw, Validation, parse
 from pulse.operators.windows import MAX_CATEGORIES, MAX_ITEMS, UserWindows, stable_hash
-from pulse.state.profile import ProfileConfig
+from pulse.state.profile import ProfileConfig, doc_affinities
 from pulse.state.rules import RuleConfig
 from pulse.state.schema import doc_number
 from pulse.state.user import EventIds, UserConfig, UserState
@@ -196,6 +196,19 @@ def test_a_hash_straddling_two_entries_is_no_match():
     digest = stable_hash("x").to_bytes(8, "little", signed=True)
     ids = EventIds(bytes(4) + digest + bytes(4))
     assert "x" not in ids and ids.add("x", capacity=10) and "x" in ids
+
+
+def test_stored_affinities_are_doc_numbers_of_the_documents_six_decimals():
+    # doc_affinities rounds a document's affinities on their integer millionths: every
+    # value must come out as doc_number's, ties (…5 exactly), signs and large values included
+    rng = random.Random(3)
+    millionths = [rng.randrange(10**k) for k in range(1, 17) for _ in range(2_000)]
+    millionths += [q * 10**k + 5 * 10 ** (k - 1) for k in range(1, 9) for q in range(1_000, 1_200)]  # ties
+    millionths += [10**k + d for k in range(3, 17) for d in (-1, 0, 1)]
+    scores = {f"{sign * n}": sign * m / 1e6 for n, m in enumerate(millionths, 1) for sign in (1, -1)}
+    stored = doc_affinities(scores)
+    assert list(stored) == list(scores)
+    assert [repr(v) for v in stored.values()] == [repr(doc_number(v)) for v in scores.values()]
 
 
 def test_distinct_items_and_categories_are_capped_per_window():
