@@ -37,6 +37,7 @@ _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 #: significant digits of the scores in per-user documents
 DOC_DIGITS = 4
+_DOC_FORMAT = f".{DOC_DIGITS}g"  # (built once: a spec built per call cost a third of the call)
 
 
 def doc_number(x: float) -> float:
@@ -45,7 +46,9 @@ def doc_number(x: float) -> float:
     >>> doc_number(1.088063), doc_number(0.000123456), doc_number(12345.6)
     (1.088, 0.0001235, 12350.0)
     """
-    return float(f"{x:.{DOC_DIGITS}g}")
+    return float(format(x, _DOC_FORMAT))
+
+
 _NUM = {"type": "number"}
 _INT = {"type": "integer"}
 _STR = {"type": "string"}
