@@ -26,13 +26,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import orjson
 import redis
 
-from services import free_port
+from services import redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_MS = 1_767_225_600_000  # 2026-01-01
@@ -92,33 +91,21 @@ def main() -> None:
     ap.add_argument("--floods", default="users,one_user,one_session")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pulse-floods-"))
-    port = free_port()
-    server = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    url = f"redis://127.0.0.1:{port}/0"
     gens = {"users": (users_flood, args.n), "one_user": (one_user, args.n), "one_session": (one_session, args.session_n)}
     result: dict = {}
     try:
-        for name in args.floods.split(","):
-            gen, n = gens[name]
-            runs = {}
-            for size in (n // 2, n):
-                path = tmp / f"{name}-{size}.jsonl"
-                write(path, gen(size))
-                runs[size] = replay(path, url)
-                path.unlink()
-            small, large = runs[n // 2], runs[n]
-            result[name] = {"sizes": runs, "rss_growth_mb": round(large["peak_rss_mb"] - small["peak_rss_mb"], 1)}
+        with redis_server(tmp) as url:
+            for name in args.floods.split(","):
+                gen, n = gens[name]
+                runs = {}
+                for size in (n // 2, n):
+                    path = tmp / f"{name}-{size}.jsonl"
+                    write(path, gen(size))
+                    runs[size] = replay(path, url)
+                    path.unlink()
+                small, large = runs[n // 2], runs[n]
+                result[name] = {"sizes": runs, "rss_growth_mb": round(large["peak_rss_mb"] - small["peak_rss_mb"], 1)}
     finally:
-        server.terminate()
-        server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result))
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import redis
 
-from services import free_port
+from services import redis_server
 from user_memory import light_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,25 +70,15 @@ def main() -> None:
     ap.add_argument("--snapshot-s", type=float, default=10.0, help="seconds between snapshots (the replay's default)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pulse-snapshots-"))
-    port = free_port()
-    server = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    url = f"redis://127.0.0.1:{port}/0"
     try:
-        log = tmp / "users.jsonl"
-        log.write_bytes(b"".join(line + b"\n" for line in light_log(args.users)))
-        print(f"replaying {args.users:,} users without recovery", file=sys.stderr)
-        plain = replay(log, url, None, args.snapshot_s)
-        store = tmp / "recovery"
-        print("... and with --recovery", file=sys.stderr)
-        recovered = replay(log, url, store, args.snapshot_s)
+        with redis_server(tmp) as url:
+            log = tmp / "users.jsonl"
+            log.write_bytes(b"".join(line + b"\n" for line in light_log(args.users)))
+            print(f"replaying {args.users:,} users without recovery", file=sys.stderr)
+            plain = replay(log, url, None, args.snapshot_s)
+            store = tmp / "recovery"
+            print("... and with --recovery", file=sys.stderr)
+            recovered = replay(log, url, store, args.snapshot_s)
         epochs = max(1, int(recovered // args.snapshot_s) + 1)
         result = {
             "users": args.users,
@@ -102,8 +92,6 @@ def main() -> None:
             "steps": snapshot_sizes(store),
         }
     finally:
-        server.terminate()
-        server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result))
 
