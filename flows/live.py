@@ -552,7 +552,7 @@ def run_live(
         "pulse_live",
         source,
         fmt,
-        step_options(settings, live=True, snapshots=recovery_dir is not None, ordered_sources=sources),
+        step_options(settings, live=True, snapshots=recovery_dir is not None, ordered_sources=sources, across_processes=handles.cluster),
         redis_url,
         dlq_sink,
         handles,

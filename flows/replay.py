@@ -119,7 +119,8 @@ def run_flow(flow, workers: int, recovery: Optional[RecoveryConfig], snapshot_s:
         cluster_main(flow, [], 0, epoch_interval=epoch, recovery_config=recovery, worker_count_per_proc=workers)
 
 
-def step_options(settings: Settings, live: bool = False, snapshots: bool = False, ordered_sources=None) -> StepOptions:
+def step_options(settings: Settings, live: bool = False, snapshots: bool = False, ordered_sources=None,
+                 across_processes: bool = False) -> StepOptions:
     return StepOptions(
         user=settings.user_config(),
         engine=settings.engine_config(),
@@ -128,6 +129,7 @@ def step_options(settings: Settings, live: bool = False, snapshots: bool = False
         ordered_sources=ordered_sources,
         recent_events=settings.recent_events,
         pseudonymize_key=settings.pseudonymize_key.get_secret_value().encode() if settings.pseudonymize_key else None,
+        across_processes=across_processes,
     )
 
 
@@ -196,7 +198,7 @@ def replay(
         "pulse_replay",
         source,
         fmt,
-        step_options(settings, snapshots=recovery is not None, ordered_sources=source.list_parts()),
+        step_options(settings, snapshots=recovery is not None, ordered_sources=source.list_parts(), across_processes=handles.cluster),
         redis_url,
         dlq_sink,
         handles,

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -177,6 +178,48 @@ class Event(BaseModel):
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(exclude_defaults=True, exclude={"src", "seq", "line"}))
+
+    # Bytewax pickles every item it sends to another process, one at a time, and there
+    # an instance of a class costs many times the tuple of its values: a probe flow
+    # sending 48,000 events between 2 processes spent ~50 µs of the sender's CPU and
+    # ~20 µs of the receiver's on each pydantic event, and almost nothing on the
+    # tuples. So the steps send events between processes as :meth:`to_wire`.
+    def to_wire(self) -> tuple:
+        """This event as a tuple of built-in values (the fields in order, then which
+        of them were set), for :meth:`from_wire` in another process.
+
+        >>> ev = Event(user_id="u1", type="view", ts=1_700_000_000_000, item_id="a")
+        >>> Event.from_wire(ev.to_wire()) == ev
+        True
+        """
+        return (*_field_values(self.__dict__), _fields_mask(frozenset(self.__pydantic_fields_set__)))
+
+    @classmethod
+    def from_wire(cls, values: tuple) -> "Event":
+        """The event :meth:`to_wire` gave ``values`` for (already validated: not again)."""
+        ev = _new_object(cls)
+        _set_attribute(ev, "__dict__", dict(zip(_FIELDS, values)))
+        _set_attribute(ev, "__pydantic_fields_set__", set(_fields_of_mask(values[-1])))
+        _set_attribute(ev, "__pydantic_extra__", None)
+        _set_attribute(ev, "__pydantic_private__", None)
+        return ev
+
+
+_FIELDS: tuple[str, ...] = tuple(Event.model_fields)
+_field_values = operator.itemgetter(*_FIELDS)
+_FIELD_BITS = {name: 1 << n for n, name in enumerate(_FIELDS)}
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+@lru_cache(maxsize=1024)
+def _fields_mask(names: frozenset[str]) -> int:
+    return sum(_FIELD_BITS[n] for n in names)
+
+
+@lru_cache(maxsize=1024)
+def _fields_of_mask(mask: int) -> frozenset[str]:
+    return frozenset(name for name, bit in _FIELD_BITS.items() if mask & bit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,9 @@ class StepOptions:
     recent_events: int = 0
     #: replace user ids by their keyed HMAC as they are parsed (pulse.state.privacy)
     pseudonymize_key: Optional[bytes] = None
+    #: the steps run in several processes: events reach the user step as
+    #: :meth:`Event.to_wire` tuples (see there why)
+    across_processes: bool = False
 
 
 def _frozen(state: object) -> bytes:
@@ -266,6 +269,8 @@ class _UserLogic(StatefulBatchLogic[Event, UserOut, bytes]):
         writes: list[Write] = []
         recent: Optional[list[Event]] = [] if self.options.recent_events > 0 else None
         st = self.state
+        if self.options.across_processes:
+            values = [Event.from_wire(v) for v in values]
         for ev in values:
             if ev.type == "forget":
                 if recent is not None:
@@ -341,6 +346,8 @@ def track_users(step_id: str, events: Stream[Event], options: StepOptions, outpu
     """Key events by user; keep each user's dedup ring, windows and profile; write the
     user's profile (``outputs``); emit an update per accepted event."""
     keyed = op.key_on(f"{step_id}_key", events, lambda ev: ev.user_id)
+    if options.across_processes:
+        keyed = op.map_value(f"{step_id}_wire", keyed, Event.to_wire)
 
     def build(resume: Optional[bytes]) -> _UserLogic:
         outputs.counters.state_made("user")
@@ -644,12 +651,13 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, bytes]):
                 out.extend(after(models))
         return out
 
-    def on_batch(self, values: List[ModelIn]) -> Tuple[Iterable[Write], bool]:
+    def on_batch(self, values: List[tuple]) -> Tuple[Iterable[Write], bool]:
+        items = [_unbundled(x) for bundle in values for x in bundle]
         merge = self.merge
         if merge is None:
-            return self._learn(v for v in values if type(v) is ItemUpdate), self.RETAIN
+            return self._learn(v for v in items if type(v) is ItemUpdate), self.RETAIN
         ready: list[ItemUpdate] = []
-        for item in values:
+        for item in items:
             ready.extend(merge.push(item))
         return self._learn(ready), self.RETAIN
 
@@ -683,16 +691,29 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, bytes]):
             return _frozen((self.models, self.rounds, self.merge))
 
 
+def _bundle(batch: list) -> list[tuple]:
+    """One worker's batch of model input as one item: the item updates as plain tuples.
+    Bytewax pickles what crosses to the model step's process one item at a time, and
+    there a tuple costs a fraction of an instance (see :meth:`Event.to_wire`)."""
+    return [tuple(tuple(x) if type(x) is ItemUpdate else x for x in batch)] if batch else []
+
+
+def _unbundled(x):
+    return ItemUpdate._make(x) if type(x) is tuple else x
+
+
 def learn_models(
     step_id: str,
     updates: Stream[ModelIn],
     options: StepOptions,
     on_models: Optional[Callable[[ItemModels], None]] = None,
 ) -> Stream[Write]:
-    """Route every item update to the model step and learn the item-side models from
-    it; emits the global keys as Redis writes. Replays also route dead letters and
-    partition ends here, so the models see updates in canonical order."""
-    keyed = op.key_on(f"{step_id}_key", updates, lambda _: MODELS_KEY)
+    """Route every item update to the model step, a worker's batch at a time, and
+    learn the item-side models from it; emits the global keys as Redis writes. Replays
+    also route dead letters and partition ends here, so the models see updates in
+    canonical order."""
+    bundles = op.flat_map_batch(f"{step_id}_bundle", updates, _bundle)
+    keyed = op.key_on(f"{step_id}_key", bundles, lambda _: MODELS_KEY)
 
     def build(resume: Optional[bytes]) -> _ModelLogic:
         return _ModelLogic(_thawed(resume), options, on_models)
