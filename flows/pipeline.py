@@ -10,7 +10,9 @@
                       └─ item updates
                            └─ learn_models (the model step) ── global keys ──> Redis
 
-Replays and live runs share every step; only the source and the DLQ sink differ.
+Every step writes the keys it owns over the Redis connection of the worker it runs on
+(:class:`~pulse.state.store.WorkerStores`). Replays and live runs share every step;
+only the source and the DLQ sink differ.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ from pulse.operators.messages import ModelUpdate
 from pulse.state.items import ItemModels
 from pulse.state.keys import KeySchema
 from pulse.state.recs import Recommender
-from pulse.state.river_models import Verdict
-from pulse.state.store import RedisLike, RedisSink, RedisStore, WorkerStores
+from pulse.state.store import RedisLike, RedisStore, WorkerStores
 from pulse.state.updates import UpdateNotifier
 from pulse.state.view import LocalView, RemoteView
 
@@ -176,15 +177,17 @@ def build_flow(
         river_in = op.merge("river_in", updates, refused, ends)
     else:
         river_in = updates
-    river = op.branch("river_out", learn_river("river", river_in, options), lambda x: isinstance(x, Verdict))
-    items = recommend_users("lists", op.merge("with_verdicts", updates, river.trues), options, outputs)
+    verdicts = learn_river("river", river_in, options, write, flush)
+    items = recommend_users("lists", op.merge("with_verdicts", updates, verdicts), options, outputs)
     if options.ordered_sources is not None:
         items = op.merge("items_in", items, refused, ends)
-    writes = learn_models("learn", items, options, on_models=handles.models.append)
-    writes = op.merge("writes", writes, river.falses)
-    keyed = op.key_on("write_key", writes, lambda w: w.key)
-    op.output("redis", keyed, RedisSink(writers))
+    learned = learn_models("learn", items, options, write, flush, on_models=handles.models.append)
+    op.inspect("learned", learned, _nothing)  # (the flow's end: see learn_models)
     return flow
+
+
+def _nothing(_step: str, _item: None) -> None:
+    pass
 
 
 def _bump_late(counters: Counters) -> None:

@@ -7,15 +7,18 @@ A Pulse dataflow is these steps, top to bottom (see :mod:`pulse.flows.pipeline`)
    updates | dead letters (duplicates) | late events; the profile goes to ``write``;
 3. :func:`learn_river` — the River models (segments, anomaly flags, joined by the bot
    rules' flags), fed only by the windows that closed and the changes of the rules'
-   verdicts (and coverage counts of the rest) → a verdict per such update;
+   verdicts (and coverage counts of the rest) → a verdict per such update; the
+   segments' summary and the anomalies go to ``write``;
 4. :func:`recommend_users` — per user again, with the verdicts: segment and flag, the
    recent items, exclusions and the list blended from a view of the models → an item
    update per update; verdicts and lists go to ``write``;
 5. :func:`learn_models` — the model step: trending and co-visitation, applied in
-   canonical order → Redis writes (global keys).
+   canonical order; the global keys go to ``write``.
 
-The steps hold no I/O of their own: sources, sinks, the view and the user step's
-``write`` (the worker's own Redis connection) are given by the flow.
+The steps hold no I/O of their own: sources, sinks, the view and ``write`` (the Redis
+store of the worker a step runs on: every step writes the keys it owns over its own
+worker's connection) are given by the flow. What one step sends another is plain
+values: it may cross processes (see :meth:`Event.to_wire`).
 """
 
 from __future__ import annotations
@@ -358,7 +361,8 @@ def track_users(step_id: str, events: Stream[Event], options: StepOptions, outpu
 
 
 # -- 3. per user, with the River verdicts: the user's list --------------------------------
-ListIn = Union[ModelUpdate, Verdict]
+#: the user's updates, and the River step's verdicts as plain tuples
+ListIn = Union[ModelUpdate, tuple]
 
 
 class _Verdicts:
@@ -391,6 +395,10 @@ class _Verdicts:
         return v
 
 
+def _user_first(x: ListIn) -> str:
+    return x[0]  # (an update's user_id, and a verdict's: both come first)
+
+
 class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, bytes]):
     def __init__(self, resume: Optional[tuple], options: StepOptions, outputs: UserOutputs) -> None:
         # (the verdicts that came early and the updates that wait are rare and short-lived:
@@ -414,10 +422,10 @@ class _ListLogic(StatefulBatchLogic[ListIn, ItemUpdate, bytes]):
             self.active_at = time.monotonic()
         waiting = self.waiting if self.waiting is not None else []
         for v in values:
-            if type(v) is Verdict:
+            if type(v) is tuple:  # a verdict, as the River step sends it
                 if self.verdicts is None:
                     self.verdicts = _Verdicts()
-                self.verdicts.add(v)
+                self.verdicts.add(Verdict._make(v))
             else:
                 waiting.append(v)
         out: list[ItemUpdate] = []
@@ -505,7 +513,7 @@ def recommend_users(step_id: str, updates: Stream[ListIn], options: StepOptions,
     """Key updates and the River step's verdicts by user; keep what each user's list
     depends on, write verdicts and lists (``outputs``); emit what the model step learns
     of each update (an update with windows waits for its verdict)."""
-    keyed = op.key_on(f"{step_id}_key", updates, lambda x: x.user_id)
+    keyed = op.key_on(f"{step_id}_key", updates, _user_first)
 
     def build(resume: Optional[bytes]) -> _ListLogic:
         outputs.counters.state_made("list")
@@ -522,8 +530,8 @@ def _river_key(up: ModelUpdate):
     return (up.src, up.seq) if up.seq >= 0 else None
 
 
-class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], bytes]):
-    def __init__(self, resume: Optional[tuple], options: StepOptions) -> None:
+class _RiverLogic(StatefulBatchLogic[RiverIn, tuple, bytes]):
+    def __init__(self, resume: Optional[tuple], options: StepOptions, write: Callable[[list], None], flush: Callable[[], None]) -> None:
         if resume is not None:
             self.models, self.order = resume
         else:
@@ -535,28 +543,33 @@ class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], bytes]):
                 else None
             )
         self.options = options
+        self.write = write
+        self.flush = flush
 
-    def _learn(self, ups: Iterable[ModelUpdate]) -> list:
+    def _learn(self, ups: Iterable[ModelUpdate]) -> list[tuple]:
         models = self.models
         keys = self.options.engine.keys
-        out: list = []
+        verdicts: list[tuple] = []
+        writes: list[Write] = []
         for up in ups:
             if up.forget:
-                out.append(models.forget(up.user_id, up.src, up.seq))
-                out.append(StreamPurge(keys.anomalies, "user_id", up.user_id))
+                verdicts.append(tuple(models.forget(up.user_id, up.src, up.seq)))
+                writes.append(StreamPurge(keys.anomalies, "user_id", up.user_id))
                 continue
             verdict = models.learn_one(up.user_id, up.src, up.seq, up.windows, up.bot, up.ts)
             if up.evicted:
                 models.release(up.user_id)
-            out.append(verdict)
+            verdicts.append(tuple(verdict))
             for anomaly, window_end, new in verdict.anomalies:
                 if new:
-                    out.append(StreamAdd(keys.anomalies, models.entry_id(),
-                                         (("user_id", up.user_id), ("score", f"{anomaly['score']:.6f}"),
-                                          ("reason", anomaly["reason"]), ("window_end", iso_ms(window_end)))))
+                    writes.append(StreamAdd(keys.anomalies, models.entry_id(),
+                                            (("user_id", up.user_id), ("score", f"{anomaly['score']:.6f}"),
+                                             ("reason", anomaly["reason"]), ("window_end", iso_ms(window_end)))))
         if self.models.summary_due():
-            out.append(Put(self.options.engine.keys.segments, orjson.dumps(self.models.summary())))
-        return out
+            writes.append(Put(self.options.engine.keys.segments, orjson.dumps(self.models.summary())))
+        if writes:
+            self.write(writes)
+        return verdicts
 
     def on_batch(self, values: List[RiverIn]) -> Tuple[Iterable, bool]:
         ready: list[ModelUpdate] = []
@@ -571,12 +584,13 @@ class _RiverLogic(StatefulBatchLogic[RiverIn, Union[Verdict, Put], bytes]):
     def on_eof(self) -> Tuple[Iterable, bool]:
         out = self._learn(self.order.drain() if self.order is not None else ())
         if self.models.segmenter.learned:
-            out.append(Put(self.options.engine.keys.segments, orjson.dumps(self.models.summary())))
+            self.write([Put(self.options.engine.keys.segments, orjson.dumps(self.models.summary()))])
         return out, self.RETAIN
 
     def snapshot(self) -> Optional[bytes]:
         if not self.options.snapshots:
             return None
+        self.flush()  # (what this step wrote in the epoch is in Redis before it counts)
         return _frozen((self.models, self.order))
 
 
@@ -593,17 +607,20 @@ def _river_batch(batch: list, live: bool) -> list:
     return out
 
 
-def learn_river(step_id: str, updates: Stream, options: StepOptions) -> Stream:
+def learn_river(step_id: str, updates: Stream, options: StepOptions,
+                write: Callable[[list], None], flush: Callable[[], None]) -> Stream[tuple]:
     """The River models: from the model input (updates, and in replays dead letters and
     partition ends) only the updates that closed windows cross, with per-batch coverage
     counts of the rest. Emits a :class:`~pulse.state.river_models.Verdict` per such update,
-    and ``pulse:segments`` as a Redis write."""
+    as a plain tuple (it crosses to the user's process: see :meth:`Event.to_wire`);
+    writes ``pulse:segments`` and the anomalies stream through ``write`` (this worker's
+    store), and ``flush`` es it before a snapshot."""
     live = options.live_idle_s is not None
     per_batch = op.flat_map_batch(f"{step_id}_batch", updates, lambda batch: _river_batch(batch, live))
     keyed = op.key_on(f"{step_id}_key", per_batch, lambda _: RIVER_KEY)
 
     def build(resume: Optional[bytes]) -> _RiverLogic:
-        return _RiverLogic(_thawed(resume), options)
+        return _RiverLogic(_thawed(resume), options, write, flush)
 
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_models", keyed, build))
 
@@ -624,8 +641,9 @@ def _update_user(up: ModelUpdate) -> str:
     return up.user_id
 
 
-class _ModelLogic(StatefulBatchLogic[ModelIn, Write, bytes]):
-    def __init__(self, resume: Optional[tuple], options: StepOptions, on_models: Optional[Callable[[ItemModels], None]]) -> None:
+class _ModelLogic(StatefulBatchLogic[tuple, None, bytes]):
+    def __init__(self, resume: Optional[tuple], options: StepOptions, write: Callable[[list], None], flush: Callable[[], None],
+                 on_models: Optional[Callable[[ItemModels], None]]) -> None:
         if resume is not None:
             self.models, self.rounds, self.merge = resume
         else:
@@ -637,11 +655,13 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, bytes]):
                 else None
             )
         self.options = options
+        self.write = write
+        self.flush = flush
         self._global_wall = 0
         if on_models is not None:
             on_models(self.models)
 
-    def _learn(self, updates: Iterable[ItemUpdate]) -> list[Write]:
+    def _learn(self, updates: Iterable[ItemUpdate]) -> None:
         out: list[Write] = []
         models, rounds = self.models, self.rounds
         learn, after = models.learn_one, rounds.after_update
@@ -649,30 +669,34 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, bytes]):
             for up in updates:
                 learn(up)
                 out.extend(after(models))
-        return out
+        if out:
+            self.write(out)
 
-    def on_batch(self, values: List[tuple]) -> Tuple[Iterable[Write], bool]:
+    def on_batch(self, values: List[tuple]) -> Tuple[Iterable[None], bool]:
         items = [_unbundled(x) for bundle in values for x in bundle]
         merge = self.merge
         if merge is None:
-            return self._learn(v for v in items if type(v) is ItemUpdate), self.RETAIN
+            self._learn(v for v in items if type(v) is ItemUpdate)
+            return (), self.RETAIN
         ready: list[ItemUpdate] = []
         for item in items:
             ready.extend(merge.push(item))
-        return self._learn(ready), self.RETAIN
+        self._learn(ready)
+        return (), self.RETAIN
 
-    def on_eof(self) -> Tuple[Iterable[Write], bool]:
-        out = self._learn(self.merge.drain()) if self.merge is not None else []
+    def on_eof(self) -> Tuple[Iterable[None], bool]:
+        if self.merge is not None:
+            self._learn(self.merge.drain())
         with self.models.lock:
-            out.extend(self.rounds.flush(self.models))
-        return out, self.RETAIN
+            self.write(self.rounds.flush(self.models))
+        return (), self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
         if self.options.live_idle_s is None:
             return None
         return _utcnow() + timedelta(seconds=max(self.options.engine.global_interval_s / 5, 0.05))
 
-    def on_notify(self) -> Tuple[Iterable[Write], bool]:
+    def on_notify(self) -> Tuple[Iterable[None], bool]:
         # Live runs: event time stands still when traffic pauses, so let the wall clock
         # write the global keys of what arrived since the last round.
         now_ms = int(_utcnow().timestamp() * 1000)
@@ -680,13 +704,18 @@ class _ModelLogic(StatefulBatchLogic[ModelIn, Write, bytes]):
         with models.lock:
             if rounds.due(models) and now_ms - self._global_wall >= self.options.engine.global_interval_s * 1000:
                 self._global_wall = now_ms
-                return rounds.start_round(models, models.clock, spread=False), self.RETAIN
-            # The round in progress advances with events; the input is idle: finish it.
-            return rounds.rest(models, models.clock), self.RETAIN
+                writes = rounds.start_round(models, models.clock, spread=False)
+            else:
+                # The round in progress advances with events; the input is idle: finish it.
+                writes = rounds.rest(models, models.clock)
+        if writes:
+            self.write(writes)
+        return (), self.RETAIN
 
     def snapshot(self) -> Optional[bytes]:
         if not self.options.snapshots:
             return None
+        self.flush()  # (what this step wrote in the epoch is in Redis before it counts)
         with self.models.lock:
             return _frozen((self.models, self.rounds, self.merge))
 
@@ -706,16 +735,23 @@ def learn_models(
     step_id: str,
     updates: Stream[ModelIn],
     options: StepOptions,
+    write: Callable[[list], None],
+    flush: Callable[[], None],
     on_models: Optional[Callable[[ItemModels], None]] = None,
-) -> Stream[Write]:
+) -> Stream[None]:
     """Route every item update to the model step, a worker's batch at a time, and
-    learn the item-side models from it; emits the global keys as Redis writes. Replays
-    also route dead letters and partition ends here, so the models see updates in
-    canonical order."""
+    learn the item-side models from it; writes the global keys through ``write`` (the
+    store of the worker the step runs on) and ``flush`` es it before a snapshot.
+    Replays also route dead letters and partition ends here, so the models see updates
+    in canonical order.
+
+    Returns the step's output, which stays empty: Bytewax runs a flow only until its
+    outputs are done, so a flow ends it in one (``op.inspect``) to have the step's
+    last writes, at the end of the input, made."""
     bundles = op.flat_map_batch(f"{step_id}_bundle", updates, _bundle)
     keyed = op.key_on(f"{step_id}_key", bundles, lambda _: MODELS_KEY)
 
     def build(resume: Optional[bytes]) -> _ModelLogic:
-        return _ModelLogic(_thawed(resume), options, on_models)
+        return _ModelLogic(_thawed(resume), options, write, flush, on_models)
 
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(f"{step_id}_models", keyed, build))

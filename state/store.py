@@ -38,9 +38,8 @@ client spent 3.6-4.1 µs of CPU per command here against 8.9-10.8 µs through re
 8.1's pipeline with hiredis: 2.5-2.6x in six runs on a 2-core machine, 1.2-2.1x in wall
 time, which adds the server's work (``benchmarks/redis_encoding.py``).
 
-:class:`RedisSink` writes a Bytewax stream of keyed :data:`Write` values through one
-store per worker: each worker owns some of the sink's :data:`PARTITIONS` partitions and
-writes their items over its own connections.
+:class:`WorkerStores` gives each worker thread a store of its own: the steps that run
+on a worker write the keys they own over its connections.
 
 Example (needs a running Redis)::
 
@@ -54,14 +53,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Optional, Sequence, Union
 from urllib.parse import unquote, urlsplit
 
 import redis
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from redis.cluster import RedisCluster
 from redis.exceptions import AskError, ClusterDownError, NoPermissionError, RedisClusterException, TryAgainError
 
@@ -627,26 +624,10 @@ def encode_commands(writes: Iterable[Write]) -> tuple[bytes, int]:
     return b"".join(out), len(out) + extra
 
 
-#: The sink's partitions: a fixed number (recovery snapshots are kept per partition
-#: name), more than the workers a deployment runs, so every worker owns some.
-PARTITIONS = 64
-
-
-def partition_of(item_key: str) -> int:
-    """The partition of an item routed by ``item_key``: the same in every process and
-    every run (CRC-32, unlike Python's salted ``hash``).
-
-    >>> partition_of("engine"), partition_of("user:42")
-    (13, 6)
-    """
-    return zlib.crc32(item_key.encode()) % PARTITIONS
-
-
 class WorkerStores:
-    """One :class:`RedisStore` per worker thread, shared by whatever writes from that
-    worker: the sink partitions it owns (:meth:`acquire`/:meth:`release`, closed when
-    the last releases it) and the steps that write the keys their shard owns
-    (:meth:`current`, held until :meth:`close`).
+    """One :class:`RedisStore` per worker thread, for the steps that run on it: each
+    writes the keys it owns over its worker's connections (:meth:`current`, held until
+    :meth:`close`).
 
     :arg url: the Redis (or Redis Cluster) to write to.
     :arg flush_interval_s: how long writes are coalesced.
@@ -666,93 +647,28 @@ class WorkerStores:
         self.hooks = hooks
         self.track_users = track_users
         self._lock = threading.Lock()
-        self._stores: dict[int, tuple[RedisStore, int]] = {}  # thread id -> store, holders
-        self._held: set[int] = set()  # threads whose steps hold their store (current)
-
-    def acquire(self) -> tuple[int, RedisStore]:
-        worker = threading.get_ident()
-        with self._lock:
-            entry = self._stores.get(worker)
-            if entry is None:
-                on_add, on_flush = self.hooks() if self.hooks is not None else (None, None)
-                store = RedisStore(self.url, flush_interval_s=self.flush_interval_s, on_add=on_add, on_flush=on_flush,
-                                   track_users=self.track_users)
-                if self.on_store is not None:
-                    self.on_store(store)
-                entry = (store, 0)
-            self._stores[worker] = (entry[0], entry[1] + 1)
-        return worker, entry[0]
-
-    def release(self, worker: int) -> None:
-        with self._lock:
-            store, holders = self._stores[worker]
-            if holders > 1:
-                self._stores[worker] = (store, holders - 1)
-                return
-            del self._stores[worker]
-        store.close()
+        self._stores: dict[int, RedisStore] = {}  # worker thread id -> its store
 
     def current(self) -> RedisStore:
-        """This worker's store, for a step that writes directly."""
-        worker = threading.get_ident()
-        entry = self._stores.get(worker)
-        if entry is not None and worker in self._held:
-            return entry[0]
-        self._held.add(worker)
-        return self.acquire()[1]
+        """This worker thread's store (made at its first use)."""
+        store = self._stores.get(threading.get_ident())
+        if store is not None:
+            return store
+        on_add, on_flush = self.hooks() if self.hooks is not None else (None, None)
+        store = RedisStore(self.url, flush_interval_s=self.flush_interval_s, on_add=on_add, on_flush=on_flush,
+                           track_users=self.track_users)
+        if self.on_store is not None:
+            self.on_store(store)
+        with self._lock:
+            self._stores[threading.get_ident()] = store
+        return store
 
     def close(self) -> None:
-        """Release the stores steps hold (the end of a run): the last write is flushed."""
-        for worker in sorted(self._held):
-            self.release(worker)
-        self._held.clear()
-
-
-class _StorePartition(StatefulSinkPartition[Write, None]):
-    def __init__(self, stores: WorkerStores) -> None:
-        self._stores = stores
-        self._worker, self.store = stores.acquire()
-        self._closed = False
-
-    def write_batch(self, values: list[Write]) -> None:
-        self.store.add(values)
-
-    def snapshot(self) -> None:
-        # Bytewax snapshots at the end of each epoch and, on a resume, replays only what
-        # came after: everything of this epoch must be in Redis before the snapshot
-        # counts, or a crash would lose the writes still waiting to be coalesced. (The
-        # worker's other partitions then find nothing left to flush.)
-        self.store.flush()
-        return None
-
-    def close(self) -> None:
-        if not self._closed:  # Bytewax may close a partition and then drop it, closing it again
-            self._closed = True
-            self._stores.release(self._worker)
-
-
-class RedisSink(FixedPartitionedSink[Write, None]):
-    """A Bytewax sink writing keyed :data:`Write` values to Redis or a Redis Cluster.
-
-    An item goes to partition :func:`partition_of` its key; Bytewax spreads the
-    :data:`PARTITIONS` partitions evenly over the workers (and sends each item to the
-    worker owning its partition), builds a partition when its first item comes and
-    snapshots only those written in an epoch. Each worker writes its partitions' items
-    through its :class:`RedisStore` of ``stores`` (one pipelined connection per server).
-    The stores flush synchronously at each epoch's snapshot, so with recovery nothing
-    acknowledged is lost (output is at-least-once, and every write is idempotent)."""
-
-    def __init__(self, stores: WorkerStores) -> None:
-        self.stores = stores
-
-    def list_parts(self) -> list[str]:
-        return [f"redis-{i:02d}" for i in range(PARTITIONS)]
-
-    def part_fn(self, item_key: str) -> int:
-        return partition_of(item_key)
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _StorePartition:
-        return _StorePartition(self.stores)
+        """Close every worker's store (the end of a run): the last writes are flushed."""
+        with self._lock:
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            store.close()
 
 
 def ping(url: RedisLike, timeout_s: float = 3.0) -> Optional[str]:

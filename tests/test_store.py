@@ -1,4 +1,4 @@
-"""The Redis store and sink against real servers: a plain redis-server and a 3-node Redis
+"""The Redis store against real servers: a plain redis-server and a 3-node Redis
 Cluster (tests/conftest.py). Readers never see a replaced value missing or half-written;
 writes through any cluster node land on every node; credentials never reach a message."""
 
@@ -18,7 +18,7 @@ from conftest import free_port
 from redis.cluster import RedisCluster
 
 import bytewax.operators as op
-from pulse.state.store import HashSet, Put, RedisSink, RedisStore, StreamAdd, WorkerStores, ZReplace, connect, ping
+from pulse.state.store import HashSet, Put, RedisStore, StreamAdd, WorkerStores, ZReplace, connect, ping
 
 
 class Poller(threading.Thread):
@@ -140,47 +140,44 @@ def test_replaying_a_stream_entry_into_the_cluster_is_no_error(redis_cluster_url
     assert len(RedisCluster.from_url(redis_cluster_url).xrange("pulse:anomalies")) == 1
 
 
-def run_sink(url: str, items: list, workers: int = 1) -> list[RedisStore]:
+def write_in_flow(url: str, writes: list, workers: int = 1) -> list[RedisStore]:
+    """Run a flow whose step writes each item through the store of the worker it runs
+    on, as the dataflow's steps do."""
     stores: list[RedisStore] = []
-    flow = Dataflow("sink_test")
-    stream = op.input("inp", flow, TestingSource(items, batch_size=50))
-    op.output("redis", stream, RedisSink(WorkerStores(url, on_store=stores.append)))
+    writers = WorkerStores(url, on_store=stores.append)
+    flow = Dataflow("store_test")
+    keyed = op.key_on("key", op.input("inp", flow, TestingSource(writes, batch_size=50)), lambda w: w.key)
+
+    def write(_state, w):  # (a stateful step runs on the worker its key is routed to)
+        writers.current().add([w])
+        return None, None
+
+    op.inspect("written", op.stateful_map("write", keyed, write), lambda _step, _x: None)
     if workers == 1:
         run_main(flow)
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    writers.close()
     return stores
 
 
-def keyed(writes: list) -> list[tuple[str, object]]:
-    return [(w.key, w) for w in writes]
-
-
-def test_the_sink_writes_every_key_through_one_store_per_worker(redis_url):
+def test_steps_on_one_worker_share_its_store(redis_url):
     writes = some_writes()
-    stores = run_sink(redis_url, keyed(writes))
-    assert len(stores) == 1  # the worker's partitions share its store
+    stores = write_in_flow(redis_url, writes)
+    assert len(stores) == 1
     client = redis.Redis.from_url(redis_url)
     assert {k.decode() for k in client.scan_iter(count=1000)} == {w.key for w in writes}
     assert client.get("pulse:user:{u7}:recs") == b'{"user_id": "u7"}'
 
 
-def test_each_worker_writes_its_partitions_over_its_own_store(redis_url):
+def test_each_worker_writes_over_its_own_store(redis_url):
     writes = some_writes()
-    stores = run_sink(redis_url, keyed(writes), workers=2)
+    stores = write_in_flow(redis_url, writes, workers=2)
     assert len(stores) == 2
     assert all(s.stats.keys_written > 0 for s in stores)
     assert sum(s.stats.keys_written for s in stores) == len(writes)
     client = redis.Redis.from_url(redis_url)
     assert client.dbsize() == len(writes)
-
-
-def test_the_sink_writes_every_key_into_a_cluster(redis_cluster, redis_cluster_url):
-    writes = some_writes()
-    run_sink(redis_cluster_url, keyed(writes))
-    rc = RedisCluster.from_url(redis_cluster_url)
-    assert sorted(k.decode() for k in rc.scan_iter(count=1000)) == sorted(w.key for w in writes)
-    assert min(keys_per_node(redis_cluster).values()) > 0
 
 
 def test_credentials_never_appear_in_messages(tmp_path, caplog):
