@@ -29,12 +29,15 @@ Example:
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 from typing import Optional, Sequence
 
 import numpy as np
 
 from pulse.operators.compiled import lazy_njit
 from pulse.operators.recommend import ListPool
+
+_ID, _SCORE = itemgetter(0), itemgetter(1)
 
 _MAX_EXPONENT = 300.0
 _EMPTY: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), np.zeros(0))
@@ -389,5 +392,8 @@ class CoVisitation:
         self._build(i)
         js, scores = self.lists.get(i)
         ids = self.index.ids
-        ranked = sorted(zip((ids[j] for j in js.tolist()), scores.tolist()), key=lambda js_: (-js_[1], js_[0]))
+        ranked = list(zip([ids[j] for j in js.tolist()], scores.tolist()))
+        # best first, ties by id: two stable sorts with C keys (4x a sort keyed by a tuple)
+        ranked.sort(key=_ID)
+        ranked.sort(key=_SCORE, reverse=True)
         return ranked[: n or self.list_size]

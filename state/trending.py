@@ -127,7 +127,9 @@ class Trending:
             return []
         counts = self.counts
         best = heapq.nlargest(n + len(exclude), counts, key=counts.get) if exclude else heapq.nlargest(n, counts, key=counts.get)
-        return self._read(now, sorted(best, key=lambda key: (-counts[key], key)), n, exclude)
+        best.sort()  # (then by count, stably: ties stay by key)
+        best.sort(key=counts.__getitem__, reverse=True)
+        return self._read(now, best, n, exclude)
 
     def head(self, now: int, n: int, exclude: Collection[str] = (), size: int = 200) -> list[tuple[str, float]]:
         """Like :meth:`top`, read from a cached ranking of the ``size`` best keys that is
