@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import io
 import threading
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
@@ -79,29 +80,28 @@ class _LogPartition(StatefulSourcePartition[Raw, int]):
 
     def _read(self, path: Path, fmt: Format) -> Iterator:
         count = 0
+        name = self.name
         with open_log(path) as f:
-            lines = (Raw(self.name, n, line.rstrip(b"\r\n")) for n, line in enumerate(f, start=1))
-            lines = (r for r in lines if r.payload.strip())
             if fmt.sort_by_time:
-                lines = iter(sorted(lines, key=fmt.sort_key))
-            for raw in lines:
-                yield raw._replace(seq=count)
-                count += 1
-        yield PartitionEnd(self.name, count)
+                lines = (Raw(name, n, line.rstrip(b"\r\n")) for n, line in enumerate(f, start=1))
+                for raw in sorted((r for r in lines if r.payload.strip()), key=fmt.sort_key):
+                    yield raw._replace(seq=count)
+                    count += 1
+            else:
+                for n, line in enumerate(f, start=1):
+                    payload = line.rstrip(b"\r\n")
+                    if payload.strip():
+                        yield Raw(name, n, payload, count)
+                        count += 1
+        yield PartitionEnd(name, count)
 
     def next_batch(self) -> List:
-        batch = []
-        nbytes = 0
-        for item in self.records:
-            batch.append(item)
-            if type(item) is Raw:
-                nbytes += len(item.payload) + 1
-            if len(batch) >= self.batch_size:
-                break
+        batch = list(islice(self.records, self.batch_size))
         if not batch:
             raise StopIteration
         self.position += len(batch)
-        self.progress.add(sum(1 for x in batch if type(x) is Raw), nbytes)
+        raws = [x.payload for x in batch if type(x) is Raw]
+        self.progress.add(len(raws), sum(map(len, raws)) + len(raws))
         return batch
 
     def snapshot(self) -> int:
