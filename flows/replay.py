@@ -48,7 +48,7 @@ def make_format(name: str, path: Path) -> Format:
 
 #: the layout of the dataflow's snapshots (its steps and their state); a recovery store
 #: written by another layout cannot be resumed
-RECOVERY_LAYOUT = 9
+RECOVERY_LAYOUT = 10
 LAYOUT_FILE = "pulse-recovery.json"
 
 

@@ -53,10 +53,14 @@ from pulse.state.profile import profile_value
 from pulse.state.store import Delete, Put, StreamAdd, StreamPurge, Write
 from pulse.state.user import UserConfig, UserState
 
+# Bytewax runs a key on worker hash(key) mod workers, and a one-file log is read on
+# worker 0 (partitions go round-robin): these names hash so that, in every cluster of 2
+# to 16 workers, the model step (the busiest single key) runs off worker 0 and the River
+# step on another worker than the model step (tests/test_placement.py checks it).
 #: the model step's one key
-MODELS_KEY = "models"
+MODELS_KEY = "models-4"
 #: the River models' one key
-RIVER_KEY = "river"
+RIVER_KEY = "river-11"
 
 
 @dataclass
