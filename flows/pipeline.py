@@ -71,9 +71,11 @@ class RunHandles:
         with self._lock:
             if self._writers is None:
                 # (a live run does not remember every user it wrote, which would grow
-                # without bound: it counts the user states it made instead)
+                # without bound: it counts the user states it made instead; it flushes
+                # from the worker threads, for freshness, and a replay from the stores'
+                # own threads, for speed: see pulse.state.store)
                 self._writers = WorkerStores(redis_url, flush_interval_s, on_store=self.stores.append, hooks=self._store_hooks,
-                                             track_users=not self.live)
+                                             track_users=not self.live, flush_on_add=self.live)
             return self._writers
 
     def _store_hooks(self) -> tuple:
