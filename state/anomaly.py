@@ -32,8 +32,6 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from river import anomaly, preprocessing, stats
-
 from pulse.operators.windows import WindowSummary
 
 
@@ -77,6 +75,9 @@ class AnomalyDetector:
 
     def __init__(self, config: AnomalyConfig = AnomalyConfig()) -> None:
         self.config = config
+        # (imported here: River pulls in scipy, most of a second of start-up that the
+        # commands which learn no model would pay)
+        from river import anomaly, preprocessing, stats
         self.scaler = preprocessing.MinMaxScaler()
         self.model = anomaly.HalfSpaceTrees(n_trees=config.n_trees, height=config.height,
                                             window_size=config.window_size, seed=config.seed)

@@ -27,8 +27,6 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from river import cluster, preprocessing
-
 from pulse.operators.windows import WindowSummary
 
 #: feature name -> (words when high, words when low)
@@ -76,6 +74,9 @@ class Segmenter:
 
     def __init__(self, config: SegmentConfig = SegmentConfig()) -> None:
         self.config = config
+        # (imported here: River pulls in scipy, most of a second of start-up that the
+        # commands which learn no model would pay)
+        from river import cluster, preprocessing
         self.scaler = preprocessing.StandardScaler()
         self.model = cluster.KMeans(n_clusters=config.n_clusters, halflife=config.halflife, sigma=1.0, seed=config.seed)
         # River draws a centre's coordinates lazily, in the order the features are first
