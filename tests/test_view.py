@@ -63,3 +63,29 @@ def test_a_large_refresh_holds_the_lock_a_few_lists_at_a_time(redis_url):
     assert counting.filled[-1] == 300  # every list asked for is in
     steps = [b - a for a, b in zip([0] + counting.filled, counting.filled)]
     assert max(steps) <= 64 < 300  # no hold installed them all at once
+
+
+def test_a_list_read_again_is_installed_again_only_when_it_changed(redis_url):
+    config = EngineConfig()
+    names = _write_lists(redis_url, config.keys, 100)
+    view = RemoteView(redis_url, config.keys, config.blend, max_age_s=0.0)  # every list asked for is read again
+    view.close()
+
+    def ask_all() -> None:
+        for start in range(0, 100, 8):
+            view.parts(tuple(names[start:start + 8]), (), None, False, 0)
+
+    ask_all()
+    view.refresh()
+    ask_all()
+    view.lock = counting = _CountingLock(view)
+    view.refresh()
+    assert len(counting.filled) == 2  # what blends asked for, and the heads: no list installed
+    redis.Redis.from_url(redis_url).set(config.keys.nbrs("i7"), orjson.dumps({"c": ["shoes"], "n": [["i9", 2.5, ["bags"]]]}))
+    ask_all()
+    counting.filled.clear()
+    view.refresh()
+    assert len(counting.filled) == 3
+    nums, scores = view.pool.get(view.index.numbers["i7"])
+    assert [view.ids[j] for j in nums.tolist()] == ["i9"] and scores.tolist() == [2.5]
+    assert view.item_categories["i9"] == ("bags",)
