@@ -187,9 +187,9 @@ class RemoteView:
         #: what blends asked for since the last refresh (items, categories, segments)
         self._wanted: tuple[set, set, set] = (set(), set(), set())
         self._heads: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-        self._fetched: dict[int, float] = {}  # item number -> when its list was fetched
-        #: item id -> the hash of its list's document as last installed
-        self._installed: dict[str, int] = {}
+        #: item number -> when its list was last fetched, and the hash of the document
+        #: installed then
+        self._fetched: dict[int, tuple[float, int]] = {}
         self._stop = threading.Event()
         try:  # the trending head at once: a first blend then has something to offer
             self.refresh()
@@ -270,9 +270,9 @@ class RemoteView:
             items, cats, segs = self._wanted
             self._wanted = (set(), set(), set())
             now = time.monotonic()
-            numbers, fetched = self.index.numbers, self._fetched
+            numbers, last = self.index.numbers, self._fetched
             # what blends asked for that is missing or older than max_age_s
-            names = sorted(i for i in items if now - fetched.get(numbers.get(i, -1), -1e9) >= self.max_age_s)
+            names = sorted(i for i in items if now - last.get(numbers.get(i, -1), _NEVER)[0] >= self.max_age_s)
             cats |= {n for k, n in self._heads if k == "category"}
             segs |= {n for k, n in self._heads if k == "segment"}
         depth = 2 * self.config.k
@@ -293,30 +293,30 @@ class RemoteView:
         # the model step's rounds, and are read again every max_age_s). Blends wait for
         # the lock: parse outside it, and install a few lists at a time (a refresh of
         # 2,000 lists of 40 neighbours held it for 90 ms at once here; in chunks, for at
-        # most 5 ms at a time).
-        installed, numbers = self._installed, self.index.numbers
+        # most 5 ms at a time). Only this thread numbers items and writes _fetched, so it
+        # reads both unlocked.
         changed = []
         for name, raw in zip(names, replies):
             version = hash(raw)
-            if installed.get(name) == version:
-                self._fetched[numbers[name]] = fetched  # (only this thread writes it)
+            i = numbers.get(name)
+            if i is not None and last.get(i, _NEVER)[1] == version:
+                last[i] = (fetched, version)
             else:
-                installed[name] = version
-                changed.append((name, raw))
+                changed.append((name, raw, version))
         for start in range(0, len(changed), _INSTALL_AT_ONCE):
-            docs = [(name, orjson.loads(raw) if raw is not None else None) for name, raw in changed[start:start + _INSTALL_AT_ONCE]]
+            docs = [(name, orjson.loads(raw) if raw is not None else None, version)
+                    for name, raw, version in changed[start:start + _INSTALL_AT_ONCE]]
             with self.lock:
-                for name, doc in docs:
-                    self._install(name, doc, fetched)
+                for name, doc, version in docs:
+                    self._install(name, doc, (fetched, version))
         with self.lock:
             for (kind, name, _), members in zip(heads, replies[len(names):]):
                 nums = np.fromiter((self._number(m.decode()) for m, _ in members), dtype=np.int64, count=len(members))
                 self._heads[(kind, name)] = (nums, np.array([s for _, s in members], dtype=np.float64))
 
-
-    def _install(self, name: str, doc: Optional[dict], fetched: float) -> None:
+    def _install(self, name: str, doc: Optional[dict], fetched: tuple[float, int]) -> None:
         """Put item ``name``'s neighbour list (its ``nbrs`` document, None: none) in
-        the pool (under the lock)."""
+        the pool (under the lock); ``fetched``: when, and the document's hash."""
         i = self._number(name)
         self._fetched[i] = fetched
         if doc is None:
@@ -331,5 +331,7 @@ class RemoteView:
 
 #: lists a refresh installs per hold of the view's lock
 _INSTALL_AT_ONCE = 64
+#: (when fetched, document hash) of a list never fetched
+_NEVER = (-1e9, None)
 _NO_NUMBERS = np.zeros(0, dtype=np.int64)
 _NO_SCORES = np.zeros(0)
