@@ -236,16 +236,25 @@ def blend(
 
 
 def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
-                items, vals, sizes, part_kind, part_f, kind_w, excluded, want, stamp, slot, mark):  # pragma: no cover (compiled)
+                items, vals, sizes, part_kind, part_f, kind_w, excluded, want, stamp, slot, mark,
+                cats, n_cats, k, cap):  # pragma: no cover (compiled)
     """The numeric core of :func:`blend_parts` (compiled, see
     :mod:`pulse.operators.compiled`).
 
     Sums per (kind, item) over the seed parts (gathered from the pool) then the list
-    parts, scales each kind by ``weight / its best sum``, and returns ``(uniq, total,
-    why)``: the distinct items that are not ``excluded`` with their total scores and
-    the part that gave most to their best kind (seed parts are numbered first, then the
-    list parts; the first wins ties). Only the first ``want`` are in order (best first,
-    the earlier on ties); the others follow in no particular order.
+    parts, scales each kind by ``weight / its best sum``, and works out for the distinct
+    items that are not ``excluded`` their total scores and the part that gave most to
+    their best kind (seed parts are numbered first, then the list parts; the first wins
+    ties). Returns ``(items, total, why, status)``:
+
+    * ``k == 0``: every such item; only the first ``want`` are in order (best first, the
+      earlier on ties), the others follow in no particular order; status 0;
+    * ``k > 0``: the list under the category cap: each item in turn, best first, is
+      taken unless one of its categories (``cats[item]``, padded with -1; rows past the
+      matrix's end: none) already has ``cap`` items, until ``k`` are taken; held-back
+      items then fill the list if it is short. Status 0, or 1 (and nothing) when scores
+      tie where it matters: the caller then orders ties by id. The scan starts on the
+      ordered head of ``want`` and orders the rest only if it gets that far.
 
     ``stamp`` and ``slot`` are per item number and persist between calls: ``stamp[j]
     == mark`` says item ``j`` already has a row ``slot[j]`` in this call's work arrays
@@ -281,9 +290,9 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
                     best_part[cell] = s
     e = 0
     for p in range(len(sizes)):
-        k = part_kind[p]
+        kd = part_kind[p]
         f = part_f[p]
-        if kind_w[k] <= 0:
+        if kind_w[kd] <= 0:
             e += sizes[p]
             continue
         for _ in range(sizes[p]):
@@ -295,31 +304,31 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
                 slot[j] = n
                 uniq[n] = j
                 n += 1
-            cell = k * bound + slot[j]
+            cell = kd * bound + slot[j]
             acc[cell] += v
             if v > best_val[cell]:
                 best_val[cell] = v
                 best_part[cell] = n_seeds + p
     scale = np.zeros(nk)
-    for k in range(nk):
+    for kd in range(nk):
         top = 0.0
         for u in range(n):
-            a = acc[k * bound + u]
+            a = acc[kd * bound + u]
             if a > top:
                 top = a
-        scale[k] = kind_w[k] / top if top > 0 else 0.0
+        scale[kd] = kind_w[kd] / top if top > 0 else 0.0
     scores = np.empty(n)
     parts = np.empty(n, dtype=np.int64)
     for u in range(n):
         t = 0.0
         best = -1.0
         best_k = 0
-        for k in range(nk):
-            c = scale[k] * acc[k * bound + u]
+        for kd in range(nk):
+            c = scale[kd] * acc[kd * bound + u]
             t += c
             if c > best:
                 best = c
-                best_k = k
+                best_k = kd
         scores[u] = t
         parts[u] = best_part[best_k * bound + u]
     width = len(stamp)
@@ -331,7 +340,7 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
     # full sort costs more than the blend), then the others in no order
     if want > n:
         want = n
-    top_u = np.empty(want, dtype=np.int64)
+    order = np.empty(n, dtype=np.int64)  # the ordered head, then the rest
     filled = 0
     rest = np.empty(n, dtype=np.int64)
     n_rest = 0
@@ -340,91 +349,92 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
             continue
         sc = scores[u]
         if filled == want:
-            if want == 0 or sc <= scores[top_u[filled - 1]]:
+            if want == 0 or sc <= scores[order[filled - 1]]:
                 rest[n_rest] = u
                 n_rest += 1
                 continue
-            rest[n_rest] = top_u[filled - 1]  # pushed out of the buffer
+            rest[n_rest] = order[filled - 1]  # pushed out of the buffer
             n_rest += 1
             filled -= 1
         pos = filled
-        while pos > 0 and scores[top_u[pos - 1]] < sc:
-            top_u[pos] = top_u[pos - 1]
+        while pos > 0 and scores[order[pos - 1]] < sc:
+            order[pos] = order[pos - 1]
             pos -= 1
-        top_u[pos] = u
+        order[pos] = u
         filled += 1
-    out = filled + n_rest
-    items_out = np.empty(out, dtype=np.int64)
-    total = np.empty(out)
-    why = np.empty(out, dtype=np.int64)
-    for r in range(out):
-        u = top_u[r] if r < filled else rest[r - filled]
-        items_out[r] = uniq[u]
-        total[r] = scores[u]
-        why[r] = parts[u]
-    return items_out, total, why
-
-
-def _choose(items, total, ordered, cats, n_cats, k, cap):  # pragma: no cover (compiled)
-    """The list under the category cap, from :func:`_accumulate`'s output (``items``
-    best first, the first ``ordered`` of them in order): each item in turn is taken
-    unless one of its categories (``cats[item]``, padded with -1) already has ``cap``
-    items, until ``k`` are taken; held-back items then fill the list if it is short.
-    Returns ``(positions, status)``: status 0 = done; 1 = scores tie where it matters
-    (the caller then orders ties by id); 2 = the scan went past the ordered head."""
-    n = len(items)
-    width = cats.shape[1]
-    rows = cats.shape[0]
-    counts = np.zeros(n_cats, dtype=np.int64)
-    chosen = np.empty(k, dtype=np.int64)
-    held = np.empty(k, dtype=np.int64)
-    nc = 0
-    nh = 0
-    r = 0
-    while r < n and nc < k:
-        if r >= ordered:
-            return chosen[:0], 2
-        if r > 0 and total[r] == total[r - 1]:
-            return chosen[:0], 1
-        j = items[r]
-        blocked = False
-        if j < rows:
-            for c in range(width):
-                cat = cats[j, c]
-                if cat < 0:
-                    break
-                if counts[cat] >= cap:
-                    blocked = True
-                    break
-        if blocked:
-            if nh < k:
-                held[nh] = r
-                nh += 1
-        else:
+    live = filled + n_rest
+    for x in range(n_rest):
+        order[filled + x] = rest[x]
+    sel = order
+    count = live
+    status = 0
+    if k > 0:
+        # the category cap, scanning best first
+        width = cats.shape[1]
+        rows = cats.shape[0]
+        counts = np.zeros(n_cats, dtype=np.int64)
+        chosen = np.empty(k, dtype=np.int64)
+        held = np.empty(k, dtype=np.int64)
+        nc = 0
+        nh = 0
+        r = 0
+        ordered = filled
+        while r < live and nc < k:
+            if r == ordered:  # past the ordered head: order the rest (ties among them end the scan)
+                tail = order[r:live]
+                order[r:live] = tail[np.argsort(-scores[tail])]
+                ordered = live
+            u = order[r]
+            if r > 0 and scores[u] == scores[order[r - 1]]:
+                status = 1
+                break
+            j = uniq[u]
+            blocked = False
             if j < rows:
                 for c in range(width):
                     cat = cats[j, c]
                     if cat < 0:
                         break
-                    counts[cat] += 1
-            chosen[nc] = r
-            nc += 1
-        r += 1
-    # a tie between the last item looked at and the best of the others could change it
-    if 0 < r < n:
-        last = total[r - 1]
-        for q in range(r, n):
-            if total[q] == last:
-                return chosen[:0], 1
-    out = np.empty(min(k, nc + nh), dtype=np.int64)
-    for x in range(nc):
-        out[x] = chosen[x]
-    for x in range(len(out) - nc):
-        out[nc + x] = held[x]
-    return out, 0
-
-
-_choose_kernel = lazy_njit(_choose)
+                    if counts[cat] >= cap:
+                        blocked = True
+                        break
+            if blocked:
+                if nh < k:
+                    held[nh] = u
+                    nh += 1
+            else:
+                if j < rows:
+                    for c in range(width):
+                        cat = cats[j, c]
+                        if cat < 0:
+                            break
+                        counts[cat] += 1
+                chosen[nc] = u
+                nc += 1
+            r += 1
+        # a tie between the last item looked at and the best of the others could change it
+        if status == 0 and 0 < r < live:
+            last = scores[order[r - 1]]
+            for q in range(r, live):
+                if scores[order[q]] == last:
+                    status = 1
+                    break
+        if status == 1:
+            count = 0
+        else:
+            count = min(k, nc + nh)
+            for x in range(count - nc):
+                chosen[nc + x] = held[x]
+            sel = chosen
+    items_out = np.empty(count, dtype=np.int64)
+    total = np.empty(count)
+    why = np.empty(count, dtype=np.int64)
+    for x in range(count):
+        u = sel[x]
+        items_out[x] = uniq[u]
+        total[x] = scores[u]
+        why[x] = parts[u]
+    return items_out, total, why, status
 
 
 class Scratch:
@@ -451,6 +461,7 @@ _new_rec = tuple.__new__
 _I64 = np.int64
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0)
+_NO_CATS = np.zeros((0, 1), dtype=np.int64)  # (the kernel's category matrix when it applies no cap)
 
 
 def blend_parts(
@@ -471,9 +482,10 @@ def blend_parts(
     cap reads ``category_of``, or, cheaper, ``category_numbers``: ``(cats, n)`` with
     ``cats[item number]`` the item's category numbers (below ``n``) padded with -1 (an
     int64 matrix; rows past its end: no categories), which must say the same. ``scratch``
-    saves allocating work arrays per call. The sums, the ranking and the exclusion by
-    number run compiled (:func:`_accumulate`); the category cap, which looks at a few
-    items only, in Python.
+    saves allocating work arrays per call. The sums, the ranking, the exclusion by
+    number and the category cap by number run compiled, in one call
+    (:func:`_accumulate`); exclusions by id, a cap read from ``category_of`` and ties
+    where they matter take a slower path, partly in Python.
 
     >>> import numpy as np
     >>> c = Candidates()
@@ -505,10 +517,10 @@ def blend_parts(
         _EMPTY_I if exclude_numbers is None else exclude_numbers,
     )
     kernel = _blend_kernel.compiled()
-    # The best 2k that are not excluded (most lists are settled within them), and any
-    # items tied with the last of them; ties are then ordered by id. The kernel orders
-    # only the first few; should they not do (ties, exclusions by id), it runs again
-    # ordering everything.
+    # The kernel orders the best 2k + 4 that are not excluded (most lists are settled
+    # within them) and the rest only if the capped scan gets there. On the slow path,
+    # should the ordered head not do (ties, exclusions by id), it runs again ordering
+    # everything; ties are then ordered by id.
     k = config.k
     m = 2 * k
     want = m + 4 if not exclude else len(ids)
@@ -520,22 +532,15 @@ def blend_parts(
     cap = max(1, math.ceil(k * config.max_category_share))
     if category_numbers is not None and not exclude:
         # all compiled, unless scores tie where it matters (ties are ordered by id, below)
-        choose = _choose_kernel.compiled()
-        while True:
-            scratch.mark += 1
-            uniq, total, why = kernel(*args, want, scratch.stamp, scratch.slot, scratch.mark)
-            n, ran = len(uniq), want
-            places, status = choose(uniq, total, min(n, want), category_numbers[0], category_numbers[1], k, cap)
-            if status == 2:
-                want = n
-                continue
-            break
+        scratch.mark += 1
+        chosen, total, why, status = kernel(*args, want, scratch.stamp, scratch.slot, scratch.mark,
+                                            category_numbers[0], category_numbers[1], k, cap)
         if status == 0:
-            return _recs(cands, ids, uniq, total, why, places)
+            return _recs(cands, ids, chosen, total, why)
     while True:
         if want > ran:
             scratch.mark += 1
-            uniq, total, why = kernel(*args, want, scratch.stamp, scratch.slot, scratch.mark)
+            uniq, total, why, _ = kernel(*args, want, scratch.stamp, scratch.slot, scratch.mark, _NO_CATS, 0, 0, 0)
             n = len(uniq)
             ran = want
         ranked: list[tuple[int, str, float]] = []  # (place, id, score)
@@ -583,17 +588,17 @@ def blend_parts(
         break
     # Not enough variety to honour the cap: fill up with the best held-back items.
     chosen.extend(held[: k - len(chosen)])
-    return _recs(cands, ids, uniq, total, why, [r[0] for r in chosen])
+    places = [r[0] for r in chosen]
+    return _recs(cands, ids, uniq.take(places), total.take(places), why.take(places))
 
 
-def _recs(cands: Candidates, ids: Sequence[str], uniq: np.ndarray, total: np.ndarray, why: np.ndarray,
-          places) -> list[Rec]:
-    """The recommendations at ``places`` of the kernel's output, in that order."""
+def _recs(cands: Candidates, ids: Sequence[str], items: np.ndarray, total: np.ndarray, why: np.ndarray) -> list[Rec]:
+    """The recommendations of the kernel's chosen ``items``, in that order."""
     names = cands.seed_reasons + cands.reasons  # seed parts are numbered first, then the list parts
     # scores to 6 decimals (round(x * 1e6) / 1e6: round(x, 6) without its slow path)
     return [
         _new_rec(Rec, (ids[number], round(score * 1e6) / 1e6, names[p]))
-        for number, score, p in zip(uniq.take(places).tolist(), total.take(places).tolist(), why.take(places).tolist())
+        for number, score, p in zip(items.tolist(), total.tolist(), why.tolist())
     ]
 
 

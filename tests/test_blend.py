@@ -125,6 +125,16 @@ def test_ties_beyond_the_first_few_are_ordered_by_id():
     assert [r.item_id for r in recs] == sorted(ids)[:10]
 
 
+def test_the_compiled_category_cap_looks_past_the_first_few_when_one_category_leads():
+    # the 40 best items are all of category 0, so half the list comes from far down
+    ids = [f"i{n:02d}" for n in range(60)]
+    c = Candidates()
+    c.add("trending", "trending", np.arange(60, dtype=np.int64), np.linspace(60.0, 1.0, 60))
+    cats = np.array([[0] if n < 40 else [1] for n in range(60)], dtype=np.int64)
+    recs = blend_parts(c, BlendConfig(k=10, weights=WEIGHTS), ids, (), {}, Scratch(8), None, (cats, 2))
+    assert [r.item_id for r in recs] == ids[:5] + ids[40:45]
+
+
 def test_a_list_pool_keeps_lists_through_compaction():
     pool = ListPool(items=2, capacity=4)
     rng = random.Random(1)
