@@ -123,10 +123,18 @@ class Trending:
 
     def top(self, now: int, n: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
         """The ``n`` most popular keys as of ``now`` that are not in ``exclude`` (exact)."""
-        if self.landmark is None:
+        if self.landmark is None or n <= 0:
             return []
         counts = self.counts
-        best = heapq.nlargest(n + len(exclude), counts, key=counts.get) if exclude else heapq.nlargest(n, counts, key=counts.get)
+        m = n + len(exclude)
+        best = heapq.nlargest(m + 1, counts, key=counts.get)
+        if len(best) > m and counts[best[m]] == counts[best[m - 1]]:
+            # keys tie at the cut: nlargest broke the tie by insertion order; every key
+            # of that count competes by key instead (rare: counts are decayed floats)
+            cut = counts[best[m - 1]]
+            best = [k for k in best if counts[k] > cut] + [k for k, v in counts.items() if v == cut]
+        else:
+            del best[m:]
         best.sort()  # (then by count, stably: ties stay by key)
         best.sort(key=counts.__getitem__, reverse=True)
         return self._read(now, best, n, exclude)
