@@ -71,10 +71,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 #: Bumped when a key or a value's layout changes in a way frontends would notice
-#: (3: the per-user documents laid out for size; see :mod:`pulse.state.schema`). A run
+#: (3: the per-user documents laid out for size; 4: an item's ``nbrs`` list as flat
+#: arrays; see :mod:`pulse.state.schema`). A run
 #: or a reader refuses keys that ``pulse:meta`` says are of another version
 #: (:func:`pulse.state.store.schema_problem`).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The longest user id, item id and category name (after trimming).
 MAX_USER_ID = 128

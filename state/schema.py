@@ -113,9 +113,9 @@ _SIMILAR = {"type": "array", "items": _object({"item_id": _STR, "score": _NUM}),
 _NBRS = _object(
     {
         "c": {"type": "array", "items": _STR, "description": "the item's categories"},
-        "n": {"type": "array", "items": {"type": "array", "prefixItems": [_STR, _NUM, {"type": "array", "items": _STR}],
-                                         "minItems": 3, "maxItems": 3},
-              "description": "[item, co-visitation score, categories]"},
+        "n": {"type": "array", "items": _STR, "description": "its neighbours, best first"},
+        "s": {"type": "array", "items": _NUM, "description": "their co-visitation scores"},
+        "k": {"type": "array", "items": {"type": "array", "items": _STR}, "description": "their categories"},
     },
     description="internal: the co-visitation list the blend reads in other processes",
 )

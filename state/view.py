@@ -180,6 +180,7 @@ class RemoteView:
         self.index = ItemIndex()
         self.categories = ItemCategories()
         self.item_categories: dict[str, tuple[str, ...]] = {}
+        self._read_categories: dict[str, list[str]] = {}  # each item's categories as last read
         self.scratch = Scratch()
         warm_up()
         self.pool = ListPool()
@@ -250,10 +251,10 @@ class RemoteView:
         return c
 
     def _categorise(self, item: str, number: int, category: list[str]) -> None:
-        # (a refresh sees the same neighbours again and again: their categories rarely change)
-        if category and self.item_categories.get(item) != (cats := tuple(category)):
-            self.item_categories[item] = cats
-            self.categories.set(number, cats)
+        cats = tuple(category)
+        self._read_categories[item] = category
+        self.item_categories[item] = cats
+        self.categories.set(number, cats)
 
     # -- the background refresh ------------------------------------------------------
     def _run(self) -> None:
@@ -322,11 +323,17 @@ class RemoteView:
         if doc is None:
             self.pool.put(i, _NO_NUMBERS, _NO_SCORES)
             return
-        self._categorise(name, i, doc["c"])
-        nums = np.fromiter((self._number(j) for j, _, _ in doc["n"]), dtype=np.int64, count=len(doc["n"]))
-        for (j, _, jc), jn in zip(doc["n"], nums.tolist()):
+        ids, read = doc["n"], self._read_categories
+        numbers = list(map(self.index.numbers.get, ids))
+        if None in numbers:
+            numbers = [self._number(j) for j in ids]
+        # (a refresh sees the same neighbours again and again, and their categories
+        # rarely change: compare them as read, at C speed, before making anything)
+        if doc["c"] and read.get(name) != doc["c"]:
+            self._categorise(name, i, doc["c"])
+        for j, jn, jc in [x for x in zip(ids, numbers, doc["k"]) if x[2] and read.get(x[0]) != x[2]]:
             self._categorise(j, jn, jc)
-        self.pool.put(i, nums, np.array([s for _, s, _ in doc["n"]], dtype=np.float64))
+        self.pool.put(i, np.array(numbers, dtype=np.int64), np.array(doc["s"], dtype=np.float64))
 
 
 #: lists a refresh installs per hold of the view's lock

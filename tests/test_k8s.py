@@ -186,3 +186,21 @@ def test_the_configmap_sets_real_settings_to_their_defaults():
         default = Settings.model_fields[field].default
         parsed = getattr(Settings.model_validate({field: yaml.safe_load(value)}), field)
         assert parsed == default, f"{key}={value!r}, the default is {default!r}"
+
+
+def test_the_store_the_recovery_init_makes_is_one_pulse_resumes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from pulse.flows.replay import prepare_recovery
+
+    init = by_name(the("StatefulSet"), "recovery-init")
+    path = re.search(r"--recovery[ =](\S+)", script(by_name(the("StatefulSet"), "pulse"))).group(1)
+    store = tmp_path / "recovery"
+    text = init["args"][0].replace(path, str(store))
+    environ = {**os.environ, "BYTEWAX_POD_NAME": "pulse-0", "BYTEWAX_STATEFULSET_NAME": "pulse", "RECOVERY_PARTITIONS": "3",
+               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run(["/bin/sh", "-ec", text], env=environ, check=True, capture_output=True)
+    assert len(list(store.glob("part-*.sqlite3"))) == 3
+    assert prepare_recovery(store, 2).resumed  # pod 0's `pulse run` takes it

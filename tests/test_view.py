@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import threading
 
-import orjson
 import redis
 
 from pulse.state.config import EngineConfig
+from pulse.state.documents import item_list_writes
 from pulse.state.view import RemoteView
 
 
@@ -32,8 +32,9 @@ def _write_lists(url: str, keys, items: int) -> list[str]:
     client = redis.Redis.from_url(url)
     names = [f"i{n}" for n in range(items)]
     for n, name in enumerate(names):
-        neighbours = [(f"i{(n + d) % items}", 1.0 / d, ["shoes"]) for d in range(1, 41)]
-        client.set(keys.nbrs(name), orjson.dumps({"c": ["shoes"], "n": neighbours}))
+        neighbours = [(f"i{(n + d) % items}", 1.0 / d) for d in range(1, 41)]
+        nbrs = item_list_writes(keys, name, neighbours, {j: ("shoes",) for j in names}, 20)[1]
+        client.set(nbrs.key, nbrs.value)
     return names
 
 
@@ -81,7 +82,8 @@ def test_a_list_read_again_is_installed_again_only_when_it_changed(redis_url):
     view.lock = counting = _CountingLock(view)
     view.refresh()
     assert len(counting.filled) == 2  # what blends asked for, and the heads: no list installed
-    redis.Redis.from_url(redis_url).set(config.keys.nbrs("i7"), orjson.dumps({"c": ["shoes"], "n": [["i9", 2.5, ["bags"]]]}))
+    nbrs = item_list_writes(config.keys, "i7", [("i9", 2.5)], {"i7": ("shoes",), "i9": ("bags",)}, 20)[1]
+    redis.Redis.from_url(redis_url).set(nbrs.key, nbrs.value)
     ask_all()
     counting.filled.clear()
     view.refresh()
@@ -89,3 +91,18 @@ def test_a_list_read_again_is_installed_again_only_when_it_changed(redis_url):
     nums, scores = view.pool.get(view.index.numbers["i7"])
     assert [view.ids[j] for j in nums.tolist()] == ["i9"] and scores.tolist() == [2.5]
     assert view.item_categories["i9"] == ("bags",)
+
+
+def test_a_neighbours_new_categories_replace_the_ones_read_before(redis_url):
+    config = EngineConfig()
+    client = redis.Redis.from_url(redis_url)
+    view = RemoteView(redis_url, config.keys, config.blend, max_age_s=0.0)
+    view.close()
+    for category in ("bags", "shoes", "shoes"):
+        nbrs = item_list_writes(config.keys, "i1", [("i2", 1.0)], {"i1": ("home",), "i2": (category,)}, 20)[1]
+        client.set(nbrs.key, nbrs.value)
+        view.parts(("i1",), (), None, False, 0)
+        view.refresh()
+        assert view.item_categories["i2"] == (category,)
+        i2 = view.index.numbers["i2"]
+        assert view.categories.matrix[i2, 0] == view.categories.numbers[category]
