@@ -28,6 +28,7 @@ import signal
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
@@ -51,6 +52,9 @@ from pulse.operators.steps import Counters
 from pulse.state.store import RedisLike
 
 log = logging.getLogger("pulse.live")
+
+#: the longest pause between fetches of an idle Kafka partition (see _LivePartition)
+IDLE_FETCH_MS = 4
 _rdkafka_log = logging.getLogger("pulse.kafka")
 _probe_log = logging.getLogger("pulse.kafka.probe")
 _probe_log.setLevel(logging.CRITICAL)  # connection refusals while probing are reported by us, once
@@ -238,6 +242,8 @@ class _LivePartition(StatefulSourcePartition[Raw, tuple]):
         self._committed = -1
         self._commit_at = time.monotonic() + commit_every_s
         self._ended = False
+        self._empty = 0  # fetches in a row that found nothing
+        self._awake: Optional[datetime] = None
         self.consumer = Consumer({**config, "stats_cb": self._stats})
         self.consumer.assign([TopicPartition(topic, partition, offset)])
 
@@ -246,6 +252,7 @@ class _LivePartition(StatefulSourcePartition[Raw, tuple]):
             self._end()
             raise StopIteration
         msgs = self._fetch()
+        self._back_off(not msgs)
         if msgs:
             keep = self.control.take(len(msgs))
             if keep < len(msgs):
@@ -262,6 +269,22 @@ class _LivePartition(StatefulSourcePartition[Raw, tuple]):
             self._commit()
             self._commit_at = now + self.commit_every_s
         return batch
+
+    def next_awake(self) -> Optional[datetime]:
+        return self._awake
+
+    def _back_off(self, empty: bool) -> None:
+        """An idle partition is fetched less often: 1 ms after an empty fetch (Bytewax's
+        own pause), then 2, then every :data:`IDLE_FETCH_MS` ms until records come.
+        Each wake-up runs the whole worker's dataflow, whose scheduling cost about a
+        sixth of a core with every partition idle."""
+        if not empty:
+            self._empty, self._awake = 0, None
+            return
+        self._empty += 1
+        if self._empty > 1:
+            pause = min(IDLE_FETCH_MS, 1 << (self._empty - 1))
+            self._awake = datetime.now(timezone.utc) + timedelta(milliseconds=pause)
 
     def _fetch(self) -> list:
         """The records queued for this partition, up to ``batch_size``, without waiting.

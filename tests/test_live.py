@@ -300,3 +300,39 @@ def test_without_idle_eviction_a_live_run_holds_every_users_state(kafka_broker, 
     users = 400
     s, _ = run_one_event_users(kafka_broker, redis_server, tmp_path, users, "held", 31, Settings())  # live_idle_s: 30 min
     assert s["users"] == users and s["users_held"] == users and s["lists_held"] == users
+
+
+def test_an_idle_partition_is_fetched_less_often_until_records_come(kafka_broker):
+    from datetime import datetime, timezone
+
+    from confluent_kafka import Producer
+
+    from pulse.flows.live import IDLE_FETCH_MS, StopControl, _LivePartition
+
+    topic = f"idle-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, partitions=1)
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap})
+    producer.produce(topic, b"{}")
+    producer.flush(10)
+    part = _LivePartition({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "idle-test", "enable.auto.commit": False},
+                          "in", "p0", topic, 0, StopControl(), batch_size=100)
+    try:
+        deadline = time.monotonic() + 20
+        while not part.next_batch():  # the record already there
+            assert time.monotonic() < deadline
+        assert part.next_awake() is None
+        waits = []
+        for _ in range(5):
+            assert part.next_batch() == []
+            awake = part.next_awake()
+            waits.append(None if awake is None else (awake - datetime.now(timezone.utc)).total_seconds() * 1000)
+        assert waits[0] is None  # the first empty fetch: Bytewax's own 1 ms pause
+        assert 0 < waits[1] <= 2 and 0 < waits[-1] <= IDLE_FETCH_MS and waits[-1] > 2
+        producer.produce(topic, b"{}")
+        producer.flush(10)
+        time.sleep(0.5)
+        while not part.next_batch():
+            assert time.monotonic() < deadline
+        assert part.next_awake() is None  # records again: no pause
+    finally:
+        part.close()
