@@ -52,13 +52,13 @@ from pulse.operators.steps import Counters
 from pulse.state.store import RedisLike
 
 log = logging.getLogger("pulse.live")
-
-#: the longest pause between fetches of an idle Kafka partition (see _LivePartition)
-IDLE_FETCH_MS = 4
 _rdkafka_log = logging.getLogger("pulse.kafka")
 _probe_log = logging.getLogger("pulse.kafka.probe")
 _probe_log.setLevel(logging.CRITICAL)  # connection refusals while probing are reported by us, once
 _probe_log.propagate = False
+
+#: the longest pause between fetches of an idle Kafka partition (see _LivePartition)
+IDLE_FETCH_MS = 4
 
 
 class LiveError(UsageError):
@@ -276,8 +276,8 @@ class _LivePartition(StatefulSourcePartition[Raw, tuple]):
     def _back_off(self, empty: bool) -> None:
         """An idle partition is fetched less often: 1 ms after an empty fetch (Bytewax's
         own pause), then 2, then every :data:`IDLE_FETCH_MS` ms until records come.
-        Each wake-up runs the whole worker's dataflow, whose scheduling cost about a
-        sixth of a core with every partition idle."""
+        Each wake-up runs the worker's whole dataflow: at 200 events/s two processes took
+        0.46 cores with Bytewax's pause alone, 0.37 with this."""
         if not empty:
             self._empty, self._awake = 0, None
             return

@@ -370,8 +370,7 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
     status = 0
     if k > 0:
         # the category cap, scanning best first
-        width = cats.shape[1]
-        rows = cats.shape[0]
+        rows, cols = cats.shape  # (item numbers, categories an item at most)
         counts = np.zeros(n_cats, dtype=np.int64)
         chosen = np.empty(k, dtype=np.int64)
         held = np.empty(k, dtype=np.int64)
@@ -391,7 +390,7 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
             j = uniq[u]
             blocked = False
             if j < rows:
-                for c in range(width):
+                for c in range(cols):
                     cat = cats[j, c]
                     if cat < 0:
                         break
@@ -404,7 +403,7 @@ def _accumulate(seeds, seed_f, pool_start, pool_len, pool_nums, pool_scores,
                     nh += 1
             else:
                 if j < rows:
-                    for c in range(width):
+                    for c in range(cols):
                         cat = cats[j, c]
                         if cat < 0:
                             break

@@ -328,11 +328,10 @@ class RemoteView:
         if None in numbers:
             numbers = [self._number(j) for j in ids]
         # (a refresh sees the same neighbours again and again, and their categories
-        # rarely change: compare them as read, at C speed, before making anything)
-        if doc["c"] and read.get(name) != doc["c"]:
-            self._categorise(name, i, doc["c"])
-        for j, jn, jc in [x for x in zip(ids, numbers, doc["k"]) if x[2] and read.get(x[0]) != x[2]]:
-            self._categorise(j, jn, jc)
+        # rarely change: compare them with the lists last read before making anything)
+        for j, jn, jc in [(name, i, doc["c"]), *zip(ids, numbers, doc["k"])]:
+            if jc and read.get(j) != jc:
+                self._categorise(j, jn, jc)
         self.pool.put(i, np.array(numbers, dtype=np.int64), np.array(doc["s"], dtype=np.float64))
 
 
